@@ -1,0 +1,27 @@
+# Shared by hack/up and hack/test: installs every prerequisite, never by hand.
+
+APT_RUNTIME="python3 python3-venv python3-dev gcc ca-certificates"
+
+apt_install() {
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+install_runtime() {
+  apt_install $APT_RUNTIME
+  command -v kubectl >/dev/null || { echo "kubectl is required (our machines ship it)" >&2; exit 1; }
+  if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+  fi
+  .venv/bin/pip install -q --disable-pip-version-check -e . 2>&1 | grep -v '^WARNING: Location' || true
+  .venv/bin/python -c 'import tinykube.cli.main' || { echo "tinykube failed to install" >&2; exit 1; }
+}
+
+install_test() {
+  install_runtime
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
+}

@@ -1,0 +1,1 @@
+"""tinykube: a Kubernetes-compatible Pod platform."""

@@ -1,0 +1,1 @@
+"""The Kubernetes API server: aiohttp application, auth, discovery, CRUD and watch handlers."""

@@ -1,0 +1,174 @@
+"""The aiohttp application: routes, the auth + Status middleware, and request dispatch.
+
+A request reads as authenticate → route → handler; any :class:`ApiError` raised on the way
+becomes its ``Status`` body here, once.  Resource paths are resolved by ``request_info`` and
+dispatched on (method, collection or item, subresource, watch).
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from tinykube.api import openapi
+from tinykube.api.errors import ApiError, internal, method_not_allowed
+from tinykube.apiserver import discovery, rest, watch
+from tinykube.apiserver.auth import Authenticator
+from tinykube.apiserver.requests import RequestInfo, json_response, query_flag, request_info
+from tinykube.apiserver.storage import Storage
+
+log = logging.getLogger(__name__)
+
+STORAGE: web.AppKey[Storage] = web.AppKey("storage", Storage)
+AUTH: web.AppKey[Authenticator] = web.AppKey("auth", Authenticator)
+
+VERSION = {
+    "major": "1", "minor": "32", "gitVersion": "v1.32.4+tinykube", "gitCommit": "tinykube", "gitTreeState": "clean",
+    "buildDate": "2026-11-26T00:00:00Z", "goVersion": "go1.23.3", "compiler": "gc",
+    "platform": f"linux/{'amd64' if platform.machine() == 'x86_64' else platform.machine()}",
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Authenticate, run the handler, and turn every failure into a ``Status``."""
+    try:
+        request.app[AUTH].authenticate(request)
+        return await handler(request)
+    except ApiError as e:
+        return json_response(orjson.dumps(e.status()), e.code)
+    except web.HTTPException:
+        raise
+    except Exception as e:  # a bug must still answer as the apiserver would, not drop the connection
+        log.exception("internal error on %s %s", request.method, request.path)
+        err = internal(str(e))
+        return json_response(orjson.dumps(err.status()), err.code)
+
+
+async def version(request: web.Request) -> web.Response:
+    return json_response(orjson.dumps(VERSION))
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def api_root(request: web.Request) -> web.Response:
+    return _discovery(request, core=True)
+
+
+async def apis_root(request: web.Request) -> web.Response:
+    return _discovery(request, core=False)
+
+
+def _discovery(request: web.Request, core: bool) -> web.Response:
+    wanted = discovery.aggregated_version(request.headers.get("Accept", ""))
+    if wanted:
+        return web.Response(body=discovery.aggregated(core, wanted), headers={"Content-Type": discovery.content_type(wanted)})
+    return json_response(discovery.legacy_api() if core else discovery.legacy_apis())
+
+
+async def group(request: web.Request) -> web.Response:
+    body = discovery.legacy_group(request.match_info["group"])
+    return json_response(body) if body else _not_found()
+
+
+async def core_resources(request: web.Request) -> web.Response:
+    body = discovery.resource_list("v1")
+    return json_response(body) if body else _not_found()
+
+
+async def group_resources(request: web.Request) -> web.Response:
+    body = discovery.resource_list(f"{request.match_info['group']}/{request.match_info['version']}")
+    return json_response(body) if body else _not_found()
+
+
+def _not_found() -> web.Response:
+    err = ApiError(404, "NotFound", "the server could not find the requested resource", {})
+    return json_response(orjson.dumps(err.status()), 404)
+
+
+async def openapi_root(request: web.Request) -> web.Response:
+    return json_response(orjson.dumps(openapi.root()))
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    found = openapi.document(request.match_info["path"])
+    if found is None:
+        return _not_found()
+    body, _ = found
+    return json_response(body, headers={"Cache-Control": "public, immutable"} if request.query.get("hash") else None)
+
+
+async def core_resource(request: web.Request) -> web.StreamResponse:
+    return await dispatch(request, request_info("", "v1", request.match_info["rest"]))
+
+
+async def group_resource(request: web.Request) -> web.StreamResponse:
+    mi = request.match_info
+    return await dispatch(request, request_info(mi["group"], mi["version"], mi["rest"]))
+
+
+async def dispatch(request: web.Request, info: RequestInfo) -> web.StreamResponse:
+    """Pick the verb handler for a resource request."""
+    storage = request.app[STORAGE]
+    method = request.method
+    if info.subresource == "binding" and method == "POST":
+        return await rest.bind(request, storage, info)
+    if info.subresource in ("", "status", "finalize"):
+        if not info.name:
+            return await _collection(request, storage, info)
+        if method == "GET":
+            return await rest.get(request, storage, info)
+        if method == "PUT":
+            return await rest.update(request, storage, info)
+        if method == "PATCH":
+            return await rest.patch_(request, storage, info)
+        if method == "DELETE" and not info.subresource:
+            return await rest.delete(request, storage, info)
+    raise method_not_allowed()
+
+
+async def _collection(request: web.Request, storage: Storage, info: RequestInfo) -> web.StreamResponse:
+    method = request.method
+    if method == "GET":
+        if query_flag(request, "watch"):
+            return await watch.serve(request, storage.store, info)
+        return await rest.list_(request, storage, info)
+    if method == "POST":
+        return await rest.create(request, storage, info)
+    if method == "DELETE" and "deletecollection" in info.rt.verbs:
+        return await rest.delete_collection(request, storage, info)
+    raise method_not_allowed()
+
+
+def build(storage: Storage, auth: Authenticator) -> web.Application:
+    """The whole API as one aiohttp application."""
+    app = web.Application(middlewares=[middleware], client_max_size=4 * 1024 * 1024)
+    app[STORAGE] = storage
+    app[AUTH] = auth
+    r = app.router
+    r.add_get("/version", version)
+    for path in ("/healthz", "/livez", "/readyz"):
+        r.add_get(path, health)
+        r.add_get(path + "/{check:.*}", health)
+    r.add_get("/api", api_root)
+    r.add_get("/api/", api_root)
+    r.add_get("/apis", apis_root)
+    r.add_get("/apis/", apis_root)
+    r.add_get("/api/v1", core_resources)
+    r.add_get("/api/v1/", core_resources)
+    r.add_get("/apis/{group}", group)
+    r.add_get("/apis/{group}/{version}", group_resources)
+    r.add_get("/apis/{group}/{version}/", group_resources)
+    r.add_get("/openapi/v3", openapi_root)
+    r.add_get("/openapi/v3/{path:.+}", openapi_document)
+    r.add_route("*", "/api/v1/{rest:.+}", core_resource)
+    r.add_route("*", "/apis/{group}/{version}/{rest:.+}", group_resource)
+    return app

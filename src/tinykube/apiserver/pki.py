@@ -1,0 +1,147 @@
+"""The cluster's PKI: a CA, the API server's serving certificate and client certificates.
+
+Created once in the data dir on first start and reused after, so kubeconfigs written earlier
+keep working across restarts.  EC P-256 keys: signing and TLS handshakes are several times
+cheaper than RSA, which matters for a server that starts in well under a second.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import socket
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+VALIDITY = datetime.timedelta(days=3650)  # ten years, as long-lived as k3s' self-signed CAs
+SERVICE_IP = "10.43.0.1"  # first address of the default service CIDR: the `kubernetes` Service
+
+
+@dataclass(frozen=True)
+class Pki:
+    """Paths of the PEM files in ``<data-dir>/tls``."""
+
+    directory: str
+
+    @property
+    def ca_cert(self) -> str:
+        return os.path.join(self.directory, "ca.crt")
+
+    @property
+    def ca_key(self) -> str:
+        return os.path.join(self.directory, "ca.key")
+
+    @property
+    def serving_cert(self) -> str:
+        return os.path.join(self.directory, "serving.crt")
+
+    @property
+    def serving_key(self) -> str:
+        return os.path.join(self.directory, "serving.key")
+
+    @property
+    def admin_cert(self) -> str:
+        return os.path.join(self.directory, "admin.crt")
+
+    @property
+    def admin_key(self) -> str:
+        return os.path.join(self.directory, "admin.key")
+
+
+def _new_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _write(path: str, data: bytes, private: bool = False) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + VALIDITY))
+
+
+def _load_ca(pki: Pki) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    with open(pki.ca_cert, "rb") as f:
+        cert = x509.load_pem_x509_certificate(f.read())
+    with open(pki.ca_key, "rb") as f:
+        key = serialization.load_pem_private_key(f.read(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return cert, key
+
+
+def _create_ca(pki: Pki) -> None:
+    key = _new_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"tinykube-ca@{int(datetime.datetime.now().timestamp())}")])
+    cert = (_builder(name, name, key.public_key())
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, content_commitment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                         crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+            .sign(key, hashes.SHA256()))
+    _write(pki.ca_key, _key_pem(key), private=True)
+    _write(pki.ca_cert, cert.public_bytes(serialization.Encoding.PEM))
+
+
+def issue(pki: Pki, common_name: str, organizations: list[str], *, server_names: list[str] | None = None,
+          cert_path: str, key_path: str) -> None:
+    """Sign a leaf certificate: a client certificate, or a serving one when ``server_names`` is given."""
+    ca_cert, ca_key = _load_ca(pki)
+    key = _new_key()
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server_names else ExtendedKeyUsageOID.CLIENT_AUTH
+    builder = (_builder(x509.Name(attrs), ca_cert.subject, key.public_key())
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
+    if server_names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(_alt_names(server_names)), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    _write(key_path, _key_pem(key), private=True)
+    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _alt_names(names: list[str]) -> list[x509.GeneralName]:
+    out: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            out.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            out.append(x509.DNSName(name))
+    return out
+
+
+def serving_names(bind: str) -> list[str]:
+    """Every name a client may use for the API server, as kube-apiserver's serving cert lists them."""
+    names = ["127.0.0.1", "::1", "localhost", socket.gethostname(), SERVICE_IP, "kubernetes", "kubernetes.default",
+             "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
+    if bind not in ("0.0.0.0", "::", "127.0.0.1"):
+        names.append(bind)
+    return names
+
+
+def ensure(directory: str, bind: str) -> Pki:
+    """Create whatever part of the PKI is missing; existing files are kept."""
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    pki = Pki(directory)
+    if not os.path.exists(pki.ca_cert):
+        _create_ca(pki)
+    if not os.path.exists(pki.serving_cert):
+        issue(pki, "kube-apiserver", [], server_names=serving_names(bind), cert_path=pki.serving_cert,
+              key_path=pki.serving_key)
+    if not os.path.exists(pki.admin_cert):
+        issue(pki, "system:admin", ["system:masters"], cert_path=pki.admin_cert, key_path=pki.admin_key)
+    return pki

@@ -1,0 +1,1 @@
+"""The tinykube command line."""

@@ -1,0 +1,1 @@
+"""The small async REST client used by controllers and node agents."""

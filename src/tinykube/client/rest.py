@@ -1,0 +1,142 @@
+"""The async REST client every tinykube component uses to reach the API server.
+
+It speaks the same HTTPS API as kubectl (no back doors), so a controller or node agent runs
+the same whether it shares the server's process or lives on another machine.  Failures come
+back as :class:`ApiError` built from the server's ``Status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from tinykube.api.errors import ApiError
+from tinykube.api.registry import ResourceType
+
+WATCH_TIMEOUT = 300  # seconds a watch request asks for before it is renewed
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Where the server is and how to prove who we are (bearer token or client certificate)."""
+
+    server: str
+    ca_file: str
+    token: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+
+    def ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=self.ca_file)
+        if self.cert_file:
+            ctx.load_cert_chain(self.cert_file, self.key_file)
+        return ctx
+
+
+def path(rt: ResourceType, namespace: str | None = None, name: str = "", subresource: str = "") -> str:
+    """The URL path of a collection, object or subresource."""
+    base = "/api/v1" if not rt.group else f"/apis/{rt.group}/{rt.version}"
+    if rt.namespaced and namespace:
+        base += f"/namespaces/{namespace}"
+    base += f"/{rt.resource}"
+    if name:
+        base += f"/{name}"
+    if subresource:
+        base += f"/{subresource}"
+    return base
+
+
+class Client:
+    """A connection pool to one API server."""
+
+    def __init__(self, creds: Credentials, user_agent: str = "tinykube"):
+        self._creds = creds
+        headers = {"User-Agent": f"{user_agent}/v1.32.4", "Accept": "application/json"}
+        if creds.token:
+            headers["Authorization"] = f"Bearer {creds.token}"
+        self._session = aiohttp.ClientSession(
+            base_url=creds.server, headers=headers, json_serialize=lambda o: orjson.dumps(o).decode(),
+            connector=aiohttp.TCPConnector(ssl=creds.ssl_context(), limit=64))
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def request(self, method: str, url: str, body: Any = None, params: dict[str, str] | None = None,
+                      content_type: str = "application/json") -> Any:
+        data = orjson.dumps(body) if body is not None else None
+        async with self._session.request(method, url, data=data, params=params,
+                                         headers={"Content-Type": content_type}) as resp:
+            raw = await resp.read()
+            if resp.status >= 400:
+                raise _error(resp.status, raw)
+            return orjson.loads(raw) if raw else None
+
+    async def get(self, url: str, params: dict[str, str] | None = None) -> Any:
+        return await self.request("GET", url, params=params)
+
+    async def create(self, url: str, obj: dict[str, Any]) -> Any:
+        return await self.request("POST", url, obj)
+
+    async def update(self, url: str, obj: dict[str, Any]) -> Any:
+        return await self.request("PUT", url, obj)
+
+    async def patch(self, url: str, body: Any, content_type: str = "application/merge-patch+json") -> Any:
+        return await self.request("PATCH", url, body, content_type=content_type)
+
+    async def delete(self, url: str, options: dict[str, Any] | None = None) -> Any:
+        return await self.request("DELETE", url, options or {})
+
+    async def watch(self, url: str, resource_version: str, params: dict[str, str] | None = None) -> AsyncIterator[dict[str, Any]]:
+        """One watch request's events; ends when the server closes the stream."""
+        query = {"watch": "true", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
+                 "timeoutSeconds": str(WATCH_TIMEOUT), **(params or {})}
+        async with self._session.get(url, params=query, timeout=aiohttp.ClientTimeout(total=None)) as resp:
+            if resp.status >= 400:
+                raise _error(resp.status, await resp.read())
+            async for line in resp.content:
+                if line.strip():
+                    yield orjson.loads(line)
+
+
+def _error(status: int, raw: bytes) -> ApiError:
+    try:
+        body = orjson.loads(raw)
+        return ApiError(body.get("code", status), body.get("reason", ""), body.get("message", ""), body.get("details"))
+    except orjson.JSONDecodeError:
+        return ApiError(status, "Unknown", raw.decode(errors="replace")[:200])
+
+
+Handler = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+async def list_and_watch(client: Client, url: str, handler: Handler, params: dict[str, str] | None = None,
+                         retry_delay: float = 1.0) -> None:
+    """Deliver every object as ADDED, then every change, forever (the informer loop).
+
+    list → watch from the list's resourceVersion → remember the last version seen (bookmarks
+    included) → on 410 Expired or a broken stream, list again.  Handlers must be idempotent:
+    after a relist they see objects again.
+    """
+    while True:
+        try:
+            listed = await client.get(url, params)
+            version = listed["metadata"]["resourceVersion"]
+            for obj in listed.get("items", []):
+                await handler("ADDED", obj)
+            while True:
+                async for event in client.watch(url, version, params):
+                    if event["type"] == "ERROR":
+                        raise ApiError(410, "Expired", "watch expired")
+                    version = event["object"]["metadata"]["resourceVersion"]
+                    if event["type"] != "BOOKMARK":
+                        await handler(event["type"], event["object"])
+        except asyncio.CancelledError:
+            raise
+        except (ApiError, aiohttp.ClientError, asyncio.TimeoutError, ConnectionError):
+            await asyncio.sleep(retry_delay)

@@ -1,0 +1,1 @@
+"""The container runtime: images, sandboxes, runc + conmon. Knows no API objects."""

@@ -1,0 +1,1 @@
+"""Storage behind one Store protocol: revisions, compare-and-swap, watch from a revision."""
