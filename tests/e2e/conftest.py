@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def own_cluster(tmp_path: Path) -> Iterator[Cluster]:
 @pytest.fixture
 def ns(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace per test, so tests sharing a server do not see each other."""
-    name = "t-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
+    name = "t-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
     cluster.kubectl("create", "namespace", name)
     try:
         yield name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -101,7 +102,8 @@ def test_describe_shows_qos_and_resources(cluster: Cluster, ns: str) -> None:
     cluster.kubectl("-n", ns, "apply", "-f", "nginx-pod.yaml")
     out = cluster.kubectl("-n", ns, "describe", "pod", "nginx-pod").stdout
     assert "QoS Class:" in out and "Burstable" in out
-    assert "memory:  128Mi" in out and "cpu:     250m" in out
+    assert re.search(r"Limits:\s+cpu:\s+500m\s+memory:\s+128Mi", out), out
+    assert re.search(r"Requests:\s+cpu:\s+250m\s+memory:\s+64Mi", out), out
     assert "80/TCP" in out
 
 

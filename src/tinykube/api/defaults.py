@@ -438,12 +438,6 @@ def _default_namespace(namespace: Obj, old: Obj | None) -> None:
         finalizers = spec.get("finalizers") or []
         spec["finalizers"] = finalizers if "kubernetes" in finalizers else [*finalizers, "kubernetes"]
         namespace["status"] = {"phase": "Active"}
-    else:  # finalizers only change through the finalize subresource
-        old_finalizers = (_child(old, "spec") or {}).get("finalizers")
-        if old_finalizers is None:
-            spec.pop("finalizers", None)
-        else:
-            spec["finalizers"] = old_finalizers
     _setdefault(_dict(namespace, "status"), "phase", "Active")
 
 
@@ -502,7 +496,7 @@ def default(rt: ResourceType, obj: Obj, old: Obj | None = None) -> None:
 
     ``old`` is the stored object on update and None on create: create-only steps (status reset,
     ServiceAccount admission) run only without it, and update keeps values the server assigned
-    (Pod priority, Service IPs and node ports, Namespace finalizers).  Kinds without defaults
+    (Pod priority, Service IPs and node ports).  Kinds without defaults
     (ConfigMap, ServiceAccount, Event, Lease) are left unchanged.
     """
     defaulter = _DEFAULTERS.get((rt.group, rt.kind))

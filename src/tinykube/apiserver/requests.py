@@ -100,15 +100,19 @@ async def read_object(request: web.Request) -> dict[str, Any]:
 
 
 def check_kind(obj: dict[str, Any], rt: ResourceType) -> None:
-    """The body must be the kind the URL names, as the apiserver's decoder insists."""
-    kind = obj.get("kind")
-    if not kind:
-        raise bad_request(f"Object 'Kind' is missing in '{orjson.dumps(obj).decode()[:200]}'")
-    api_version = obj.get("apiVersion") or rt.group_version
-    if kind != rt.kind or api_version != rt.group_version:
-        raise bad_request(f"the API version in the data ({api_version}) does not match the expected API version ({rt.group_version})"
-                          if api_version != rt.group_version else
-                          f'{rt.kind} in version "{rt.version}" cannot be handled as a {kind}')
+    """The body must be the kind the URL names; a missing kind or apiVersion defaults to it.
+
+    (The apiserver's decoder takes the URL's group-version-kind as the default.)
+    """
+    kind = obj.setdefault("kind", rt.kind) or rt.kind
+    api_version = obj.setdefault("apiVersion", rt.group_version) or rt.group_version
+    obj["kind"], obj["apiVersion"] = kind, api_version
+    if api_version != rt.group_version:
+        raise bad_request(f"the API version in the data ({api_version}) does not match the expected API version "
+                          f"({rt.group_version})")
+    if kind != rt.kind:
+        raise bad_request(f'{rt.kind} in version "{rt.version}" cannot be handled as a {kind}: no kind "{kind}" is '
+                          f'registered for version "{rt.group_version}"')
 
 
 def wants_table(request: web.Request) -> bool:

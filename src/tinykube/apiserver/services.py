@@ -31,15 +31,10 @@ class ServiceAllocator:
         self.network = ipaddress.ip_network(cidr)
 
     async def admit(self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
-        """Fill spec.clusterIP(s) and node ports of a new Service; keep them on update."""
-        if rt.kind != "Service":
+        """Fill spec.clusterIP(s) and node ports of a new Service (defaulting keeps them on update)."""
+        if rt.kind != "Service" or old is not None:
             return
         spec = obj.setdefault("spec", {})
-        if old is not None:
-            for key in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
-                if key in old.get("spec", {}) and not spec.get(key):
-                    spec[key] = old["spec"][key]
-            return
         if spec.get("type") != "ExternalName" and spec.get("clusterIP") != "None":
             spec["clusterIP"] = await self._claim_ip(obj, spec.get("clusterIP", ""))
             spec["clusterIPs"] = [spec["clusterIP"]]

@@ -132,7 +132,7 @@ class Storage:
         if wanted and wanted != str(old_revision):
             raise conflict(rt.resource, name, STALE_OBJECT, rt.group)
         new = strategy.prepare_update(rt, new, old, opts.subresource)
-        defaults.default(rt, new)
+        defaults.default(rt, new, old)
         self._validate(rt, new, validation.validate_update(rt, new, old))
         for admit in self._admission:
             await admit(rt, new, old)

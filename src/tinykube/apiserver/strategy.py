@@ -1,6 +1,7 @@
 """Per-kind rules applied on writes, as kube-apiserver's ``rest.RESTCreateStrategy`` does them.
 
-On create the server owns identity and status (uid, creationTimestamp, a fresh status); on an
+On create the server owns identity (uid, creationTimestamp; the fresh status is set by
+``api.defaults`` on create); on an
 update of the main resource the status is kept, and on an update of ``/status`` everything but
 the status is kept.  These are pure functions of the objects and a timestamp.
 """
@@ -17,14 +18,6 @@ from tinykube.api.registry import ResourceType
 
 # Kinds whose status belongs to a /status subresource: a write to the main resource keeps it.
 _STATUS_OWNED = frozenset({"Pod", "Service", "Namespace", "Node", "PersistentVolume", "PersistentVolumeClaim"})
-# Fresh status on create (pkg/registry/core/*/strategy.go PrepareForCreate).
-_CREATE_STATUS: dict[str, dict[str, Any]] = {
-    "Pod": {"phase": "Pending"},
-    "Service": {"loadBalancer": {}},
-    "Namespace": {"phase": "Active"},
-    "PersistentVolume": {"phase": "Pending"},
-    "PersistentVolumeClaim": {"phase": "Pending"},
-}
 _SERVER_METADATA = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion",
                     "selfLink", "generation")
 # names.SimpleNameGenerator: 5 characters from an alphabet without vowels and look-alikes.
@@ -51,8 +44,6 @@ def prepare_create(rt: ResourceType, obj: dict[str, Any], namespace: str | None,
     meta["uid"] = str(uuid.uuid4())
     meta["creationTimestamp"] = now
     obj["apiVersion"], obj["kind"] = rt.group_version, rt.kind
-    if rt.kind in _CREATE_STATUS:
-        obj["status"] = copy.deepcopy(_CREATE_STATUS[rt.kind])
 
 
 def prepare_update(rt: ResourceType, new: dict[str, Any], old: dict[str, Any], subresource: str) -> dict[str, Any]:
@@ -75,6 +66,8 @@ def prepare_update(rt: ResourceType, new: dict[str, Any], old: dict[str, Any], s
     meta.setdefault("uid", old_meta["uid"])  # a different uid is refused by validation as immutable
     meta["resourceVersion"] = old_meta.get("resourceVersion", "")  # checked by the caller; an unconditional update
     new["apiVersion"], new["kind"] = rt.group_version, rt.kind
+    if rt.kind == "Namespace":  # finalizers change only through /finalize
+        new.setdefault("spec", {})["finalizers"] = (old.get("spec") or {}).get("finalizers") or []
     if rt.kind in _STATUS_OWNED:
         if "status" in old:
             new["status"] = old["status"]

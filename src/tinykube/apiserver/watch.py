@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import ClientConnectionResetError, web
 
 from tinykube.api import objects, tables
 from tinykube.api.errors import expired
@@ -86,6 +86,8 @@ async def serve(request: web.Request, store: Store, info: RequestInfo) -> web.St
     events = store.watch(info.rt.list_prefix(info.namespace), revision)
     try:
         await _stream(response, events, flt, encoder, info, revision, timeout, bookmarks)
+    except (ConnectionResetError, ClientConnectionResetError):
+        pass  # the client went away: nothing to answer
     except Compacted as e:
         status = expired(f"too old resource version: {e.requested} ({e.compacted + 1})").status()
         await response.write(orjson.dumps({"type": "ERROR", "object": status}) + b"\n")

@@ -8,6 +8,7 @@ back as :class:`ApiError` built from the server's ``Status``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ import orjson
 
 from tinykube.api.errors import ApiError
 from tinykube.api.registry import ResourceType
+
+log = logging.getLogger(__name__)
 
 WATCH_TIMEOUT = 300  # seconds a watch request asks for before it is renewed
 
@@ -138,5 +141,6 @@ async def list_and_watch(client: Client, url: str, handler: Handler, params: dic
                         await handler(event["type"], event["object"])
         except asyncio.CancelledError:
             raise
-        except (ApiError, aiohttp.ClientError, asyncio.TimeoutError, ConnectionError):
+        except (ApiError, aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as e:
+            log.warning("list/watch of %s: %s; retrying", url, e)
             await asyncio.sleep(retry_delay)
