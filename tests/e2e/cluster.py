@@ -34,6 +34,7 @@ class Cluster:
     data_dir: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    extra_args: tuple[str, ...] = ()
 
     @property
     def kubeconfig(self) -> Path:
@@ -45,7 +46,7 @@ class Cluster:
 
     def start(self, timeout: float = 30.0) -> None:
         log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")
-        self.proc = subprocess.Popen([*TINYKUBE, "server", "--data-dir", str(self.data_dir), "--port", str(self.port)],
+        self.proc = subprocess.Popen([*TINYKUBE, "server", "--data-dir", str(self.data_dir), "--port", str(self.port), *self.extra_args],
                                      stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -18,6 +18,7 @@ from typing import Any
 
 from tinykube.api import schemas
 from tinykube.api.errors import bad_request, format_value
+from tinykube.api import conversion
 from tinykube.api.registry import ResourceType
 from tinykube.api.selectors import pod_ip
 
@@ -366,16 +367,6 @@ def _pod_conditions(pod: Obj) -> list[Obj]:
 
 # --- events ----------------------------------------------------------------------------------
 
-_EVENTS_V1_RENAMES = {"regarding": "involvedObject", "note": "message", "deprecatedCount": "count",
-                      "deprecatedFirstTimestamp": "firstTimestamp", "deprecatedLastTimestamp": "lastTimestamp",
-                      "deprecatedSource": "source", "reportingController": "reportingComponent"}
-
-
-def core_event(event: Obj) -> Obj:
-    """An ``events.k8s.io/v1`` Event in ``core/v1`` shape (``Convert_v1_Event_To_core_Event``)."""
-    return {_EVENTS_V1_RENAMES.get(k, k): v for k, v in event.items()}
-
-
 def _event_source(event: Obj) -> str:
     """``formatEventSource``: component (or reporting controller), then ``, host`` when known."""
     source = event.get("source") or {}
@@ -578,7 +569,7 @@ def _count(obj: Obj, *fields: str) -> int:
 _PRINTERS: dict[tuple[str, str], _Printer] = {
     ("", "pods"): _Printer(_POD_COLUMNS, _pod_cells, _pod_conditions),
     ("", "events"): _Printer(_EVENT_COLUMNS, _event_cells),
-    ("events.k8s.io", "events"): _Printer(_EVENT_COLUMNS, lambda e, now: _event_cells(core_event(e), now)),
+    ("events.k8s.io", "events"): _Printer(_EVENT_COLUMNS, lambda e, now: _event_cells(conversion.core_event(e), now)),
     ("", "namespaces"): _simple(_Column("Status", "The status of the namespace"))(
         lambda ns: [(ns.get("status") or {}).get("phase", "")]),
     ("", "configmaps"): _simple(_Column("Data", _core("ConfigMap", "data")))(

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from tinykube.api import objects
+from tinykube.api import conversion
 from tinykube.api.errors import ApiError
 from tinykube.api.registry import ResourceType
 from tinykube.api.selectors import FieldSelector, LabelSelector
@@ -82,7 +82,7 @@ async def list_page(store: Store, rt: ResourceType, namespace: str | None, flt: 
         result = await store.list(prefix, start_after, _BATCH if limit or not flt.empty else 0)
         revision = revision or result.revision
         for index, kv in enumerate(result.items):
-            item = Item(objects.with_revision(kv.value, kv.mod_revision), None)
+            item = Item(conversion.served(rt, kv.value, kv.mod_revision), None)
             if flt.empty or flt.matches(item.decoded()):
                 items.append(item)
             if limit and len(items) == limit:

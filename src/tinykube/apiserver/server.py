@@ -39,6 +39,8 @@ class ServerConfig:
     port: int = 6443
     bind: str = "127.0.0.1"
     store: str = ""  # "sqlite:PATH"; empty means <data-dir>/db/state.db
+    compaction_interval: float = 300.0  # seconds between compactions of the store's history
+    compaction_retain: int = 10000  # revisions of history kept for watches to resume from
 
     @property
     def url(self) -> str:
@@ -66,7 +68,7 @@ def open_store(config: ServerConfig) -> Store:
 
     filename = spec[len("sqlite:"):]
     os.makedirs(os.path.dirname(filename) or ".", exist_ok=True)
-    return SqliteStore(filename)
+    return SqliteStore(filename, compact_interval=config.compaction_interval, compact_keep=config.compaction_retain)
 
 
 async def bootstrap(storage: Storage) -> None:

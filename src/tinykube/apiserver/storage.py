@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tinykube.api import apply, defaults, objects, structural, validation
+from tinykube.api import apply, conversion, defaults, objects, structural, validation
 from tinykube.api.errors import STALE_OBJECT, already_exists, bad_request, conflict, forbidden, invalid, not_found
 from tinykube.api.registry import ResourceType, lookup
 from tinykube.apiserver import strategy
@@ -58,13 +58,13 @@ class Storage:
         kv = await self.store.get(rt.key(namespace, name))
         if kv is None:
             raise not_found(rt.resource, name, rt.group)
-        return objects.decode(kv.value, kv.mod_revision), kv.mod_revision
+        return conversion.decoded(rt, kv.value, kv.mod_revision), kv.mod_revision
 
     async def get_bytes(self, rt: ResourceType, namespace: str | None, name: str) -> bytes:
         kv = await self.store.get(rt.key(namespace, name))
         if kv is None:
             raise not_found(rt.resource, name, rt.group)
-        return objects.with_revision(kv.value, kv.mod_revision)
+        return conversion.served(rt, kv.value, kv.mod_revision)
 
     # --- decode --------------------------------------------------------------------------
 
@@ -96,7 +96,7 @@ class Storage:
             await self._release_quietly(rt, obj)
             return obj
         try:
-            revision = await self.store.create(rt.key(namespace, obj["metadata"]["name"]), objects.encode(obj))
+            revision = await self.store.create(rt.key(namespace, obj["metadata"]["name"]), conversion.stored(rt, obj))
         except KeyExists:
             await self._release_quietly(rt, obj)
             raise already_exists(rt.resource, obj["metadata"]["name"], rt.group) from None
@@ -150,7 +150,7 @@ class Storage:
         """Compare-and-swap write of an object the server itself prepared (no pipeline)."""
         meta = new["metadata"]
         try:
-            revision = await self.store.update(rt.key(meta.get("namespace"), meta["name"]), objects.encode(new), old_revision)
+            revision = await self.store.update(rt.key(meta.get("namespace"), meta["name"]), conversion.stored(rt, new), old_revision)
         except RevisionMismatch:
             raise conflict(rt.resource, meta["name"], STALE_OBJECT, rt.group) from None
         except KeyNotFound:
@@ -194,7 +194,7 @@ class Storage:
         except KeyNotFound:
             raise not_found(rt.resource, meta["name"], rt.group) from None
         await self._release_quietly(rt, obj)
-        return objects.decode(event.value, event.revision)
+        return conversion.decoded(rt, event.value, event.revision)
 
     async def _release_quietly(self, rt: ResourceType, obj: dict[str, Any]) -> None:
         for release in self._release:

@@ -18,7 +18,8 @@ from typing import Any
 import orjson
 from aiohttp import ClientConnectionResetError, web
 
-from tinykube.api import objects, tables
+from tinykube.api import conversion, tables
+from tinykube.api.registry import ResourceType
 from tinykube.api.errors import expired
 from tinykube.apiserver.listing import Filter, list_page
 from tinykube.apiserver.requests import RequestInfo, query_flag, query_int, wants_table
@@ -49,9 +50,9 @@ class _Encoder:
         return orjson.dumps({"type": kind, "object": table}) + b"\n"
 
 
-def _classify(event: Event, flt: Filter) -> tuple[str, bytes, dict[str, Any] | None] | None:
-    """The watch event type for a store event under a filter, with the spliced object."""
-    raw = objects.with_revision(event.value, event.revision)
+def _classify(rt: ResourceType, event: Event, flt: Filter) -> tuple[str, bytes, dict[str, Any] | None] | None:
+    """The watch event type for a store event under a filter, with the served object."""
+    raw = conversion.served(rt, event.value, event.revision)
     if event.type == "DELETE":
         if flt.empty:
             return "DELETED", raw, None
@@ -61,7 +62,7 @@ def _classify(event: Event, flt: Filter) -> tuple[str, bytes, dict[str, Any] | N
         return ("ADDED" if event.created else "MODIFIED"), raw, None
     obj = orjson.loads(raw)
     now = flt.matches(obj)
-    before = event.prev_value is not None and flt.matches(orjson.loads(event.prev_value))
+    before = event.prev_value is not None and flt.matches(conversion.decoded(rt, event.prev_value, 0))
     if now:
         return ("MODIFIED" if before else "ADDED"), raw, obj
     return ("DELETED", raw, obj) if before else None
@@ -114,7 +115,7 @@ async def _stream(response: web.StreamResponse, events: AsyncIterator[Event], fl
             event = pending.result()
             pending = None
             revision = event.revision
-            classified = _classify(event, flt)
+            classified = _classify(info.rt, event, flt)
             if classified is not None:
                 await response.write(encoder.line(*classified))
     except StopAsyncIteration:

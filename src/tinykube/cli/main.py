@@ -27,6 +27,10 @@ def _server_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=6443, help="HTTPS port of the API (default %(default)s)")
     parser.add_argument("--bind", default="127.0.0.1", help="address to listen on (default loopback only)")
     parser.add_argument("--store", default="", help="sqlite:PATH (default <data-dir>/db/state.db)")
+    parser.add_argument("--compaction-interval", type=float, default=300.0,
+                        help="seconds between compactions of the store's history (default %(default)s)")
+    parser.add_argument("--compaction-retain", type=int, default=10000,
+                        help="revisions of history kept for watches to resume from (default %(default)s)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -51,7 +55,8 @@ def _announce(plane: ControlPlane, merge_into: str | None) -> None:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    config = ServerConfig(data_dir=args.data_dir, port=args.port, bind=args.bind, store=args.store)
+    config = ServerConfig(data_dir=args.data_dir, port=args.port, bind=args.bind, store=args.store,
+                          compaction_interval=args.compaction_interval, compaction_retain=args.compaction_retain)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
