@@ -18,6 +18,7 @@ from tinykube.api import openapi
 from tinykube.api.errors import ApiError, internal, method_not_allowed
 from tinykube.apiserver import discovery, rest, watch
 from tinykube.apiserver.auth import Authenticator
+from tinykube.apiserver.nodeproxy import NodeProxy
 from tinykube.apiserver.requests import RequestInfo, json_response, query_flag, request_info
 from tinykube.apiserver.storage import Storage
 
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 STORAGE: web.AppKey[Storage] = web.AppKey("storage", Storage)
 AUTH: web.AppKey[Authenticator] = web.AppKey("auth", Authenticator)
+NODE_PROXY: web.AppKey[NodeProxy] = web.AppKey("node_proxy", NodeProxy)
 
 VERSION = {
     "major": "1", "minor": "32", "gitVersion": "v1.32.4+tinykube", "gitCommit": "tinykube", "gitTreeState": "clean",
@@ -121,6 +123,8 @@ async def dispatch(request: web.Request, info: RequestInfo) -> web.StreamRespons
     method = request.method
     if info.subresource == "binding" and method == "POST":
         return await rest.bind(request, storage, info)
+    if info.subresource == "log" and method == "GET":
+        return await request.app[NODE_PROXY].logs(request, storage, info)
     if info.subresource in ("", "status", "finalize"):
         if not info.name:
             return await _collection(request, storage, info)
@@ -148,11 +152,17 @@ async def _collection(request: web.Request, storage: Storage, info: RequestInfo)
     raise method_not_allowed()
 
 
-def build(storage: Storage, auth: Authenticator) -> web.Application:
+def build(storage: Storage, auth: Authenticator, node_proxy: NodeProxy) -> web.Application:
     """The whole API as one aiohttp application."""
     app = web.Application(middlewares=[middleware], client_max_size=4 * 1024 * 1024)
     app[STORAGE] = storage
     app[AUTH] = auth
+    app[NODE_PROXY] = node_proxy
+
+    async def close_proxy(app: web.Application) -> None:
+        await node_proxy.close()
+
+    app.on_cleanup.append(close_proxy)
     r = app.router
     r.add_get("/version", version)
     for path in ("/healthz", "/livez", "/readyz"):

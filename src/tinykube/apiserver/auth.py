@@ -35,7 +35,7 @@ class Authenticator:
 
     def authenticate(self, request: web.Request) -> User | None:
         """The caller, or None for an anonymous request to an open path."""
-        user = self._from_token(request) or _from_certificate(request)
+        user = _from_certificate(request) or self._from_token(request)  # union order: x509 before tokens
         if user is None and request.path not in OPEN_PATHS and not request.path.startswith(("/healthz/", "/livez/", "/readyz/")):
             raise unauthorized()
         return user

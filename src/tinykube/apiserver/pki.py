@@ -52,6 +52,15 @@ class Pki:
     def admin_key(self) -> str:
         return os.path.join(self.directory, "admin.key")
 
+    @property
+    def kubelet_client_cert(self) -> str:
+        """The API server's client certificate towards node agents (logs, exec)."""
+        return os.path.join(self.directory, "apiserver-kubelet-client.crt")
+
+    @property
+    def kubelet_client_key(self) -> str:
+        return os.path.join(self.directory, "apiserver-kubelet-client.key")
+
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
@@ -144,4 +153,7 @@ def ensure(directory: str, bind: str) -> Pki:
               key_path=pki.serving_key)
     if not os.path.exists(pki.admin_cert):
         issue(pki, "system:admin", ["system:masters"], cert_path=pki.admin_cert, key_path=pki.admin_key)
+    if not os.path.exists(pki.kubelet_client_cert):
+        issue(pki, "kube-apiserver-kubelet-client", ["system:masters"], cert_path=pki.kubelet_client_cert,
+              key_path=pki.kubelet_client_key)
     return pki

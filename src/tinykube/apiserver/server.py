@@ -23,6 +23,7 @@ from tinykube.api.registry import ResourceType, lookup
 from tinykube.apiserver import pki
 from tinykube.apiserver.app import build
 from tinykube.apiserver.auth import Authenticator, User, load_or_create_token
+from tinykube.apiserver.nodeproxy import NodeProxy
 from tinykube.apiserver.services import ServiceAllocator
 from tinykube.apiserver.storage import Storage, WriteOptions
 from tinykube.client.rest import Credentials
@@ -121,7 +122,8 @@ async def running(config: ServerConfig) -> AsyncIterator[ControlPlane]:
     runner: web.AppRunner | None = None
     try:
         await bootstrap(storage)
-        runner = web.AppRunner(build(storage, auth), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        proxy = NodeProxy(paths.ca_cert, paths.kubelet_client_cert, paths.kubelet_client_key)
+        runner = web.AppRunner(build(storage, auth, proxy), access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
         await web.TCPSite(runner, config.bind, config.port, ssl_context=ssl_context(paths), backlog=1024).start()
         loopback = Credentials(config.url, paths.ca_cert, token=loopback_token)

@@ -1,0 +1,89 @@
+"""Proxying ``pods/log`` to the node agent that runs the pod, as kube-apiserver proxies to the kubelet.
+
+The pod and container are checked here (``pkg/registry/core/pod/strategy.go`` LogLocation); the
+node's address and port come from its Node status; the body streams through unchanged.  The API
+server authenticates to the agent with its kubelet-client certificate and verifies the agent's
+serving certificate against the cluster CA.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from tinykube.api.errors import ApiError, bad_request
+from tinykube.api.registry import lookup
+from tinykube.apiserver.requests import RequestInfo
+from tinykube.apiserver.storage import Storage
+
+NODES = lookup("", "v1", "nodes")
+assert NODES is not None
+_LOG_PARAMS = ("follow", "previous", "timestamps", "tailLines", "sinceSeconds", "sinceTime", "limitBytes")
+
+
+class NodeProxy:
+    """One connection pool to every node agent."""
+
+    def __init__(self, ca_file: str, cert_file: str, key_file: str):
+        ctx = ssl.create_default_context(cafile=ca_file)
+        ctx.load_cert_chain(cert_file, key_file)
+        ctx.check_hostname = False  # node certificates name the node; we dial its address
+        self._session: aiohttp.ClientSession | None = None
+        self._ssl = ctx
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._ssl),
+                                                  timeout=aiohttp.ClientTimeout(total=None, connect=5))
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def logs(self, request: web.Request, storage: Storage, info: RequestInfo) -> web.StreamResponse:
+        pod, _ = await storage.get(info.rt, info.namespace, info.name)
+        container = pick_container(pod, request.query.get("container", ""))
+        node_name = pod["spec"].get("nodeName")
+        if not node_name:
+            return web.Response(body=b"", content_type="text/plain")  # not scheduled: nothing to show yet
+        node, _ = await storage.get(NODES, None, node_name)
+        query = {k: v for k, v in request.query.items() if k in _LOG_PARAMS}
+        url = f"{node_url(node)}/containerLogs/{info.namespace}/{info.name}/{container}"
+        try:
+            async with self.session().get(url, params=query) as upstream:
+                response = web.StreamResponse(status=upstream.status,
+                                              headers={"Content-Type": upstream.headers.get("Content-Type", "text/plain")})
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+                return response
+        except aiohttp.ClientError as e:
+            raise ApiError(500, "InternalError", f'Get "{url}": {e}') from None
+
+
+def node_url(node: dict[str, Any]) -> str:
+    status = node.get("status", {})
+    address = next((a["address"] for a in status.get("addresses", []) if a.get("type") == "InternalIP"), "")
+    port = status.get("daemonEndpoints", {}).get("kubeletEndpoint", {}).get("Port", 10250)
+    host = f"[{address}]" if ":" in address else address
+    return f"https://{host}:{port}"
+
+
+def pick_container(pod: dict[str, Any], wanted: str) -> str:
+    """The container a log/exec request means, with the apiserver's errors."""
+    spec = pod["spec"]
+    names = [c["name"] for c in spec.get("initContainers", []) + spec.get("containers", [])]
+    name = pod["metadata"]["name"]
+    if not wanted:
+        if len(spec.get("containers", [])) == 1:
+            return str(spec["containers"][0]["name"])
+        raise bad_request(f"a container name must be specified for pod {name}, choose one of: "
+                          f"[{' '.join(c['name'] for c in spec.get('containers', []))}]")
+    if wanted not in names:
+        raise bad_request(f"container {wanted} is not valid for pod {name}")
+    return wanted
