@@ -1417,7 +1417,7 @@ def _legacy_event(event: Obj) -> Errors:
 
 
 def _reported_fields(event: Obj) -> Errors:
-    controller = s(event, "reportingController")
+    controller = s(event, "reportingController") or s(event, "reportingComponent")  # internal name / core v1 JSON
     errs = [] if controller else [required("reportingController")]
     errs += each_invalid("reportingController", controller, is_qualified_name(controller))
     for key, limit in (("reportingInstance", 128), ("action", 128), ("reason", 128), ("message", 1024)):

@@ -14,7 +14,7 @@ import orjson
 from aiohttp import web
 
 from tinykube.api import apply, objects, patch, tables
-from tinykube.api.errors import ApiError, bad_request, conflict, not_found, unsupported_media_type
+from tinykube.api.errors import ApiError, bad_request, conflict, unsupported_media_type
 from tinykube.api.selectors import parse_field_selector, parse_label_selector
 from tinykube.apiserver import strategy
 from tinykube.apiserver.listing import Filter, Page, list_page
@@ -219,10 +219,13 @@ async def bind(request: web.Request, storage: Storage, info: RequestInfo) -> web
 
 
 def _set_condition(pod: dict[str, Any], kind: str, status: str) -> None:
+    """Replace a pod condition whole (podutil.UpdatePodCondition), keeping its transition time if unchanged."""
     conditions = pod.setdefault("status", {}).setdefault("conditions", [])
-    for cond in conditions:
+    fresh = {"type": kind, "status": status, "lastProbeTime": None, "lastTransitionTime": now_rfc3339()}
+    for index, cond in enumerate(conditions):
         if cond["type"] == kind:
-            cond.update(status=status, lastTransitionTime=now_rfc3339())
+            if cond.get("status") == status:
+                fresh["lastTransitionTime"] = cond.get("lastTransitionTime", fresh["lastTransitionTime"])
+            conditions[index] = fresh
             return
-    conditions.append({"type": kind, "status": status, "lastProbeTime": None, "lastTransitionTime": now_rfc3339()})
-
+    conditions.append(fresh)

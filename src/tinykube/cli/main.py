@@ -17,6 +17,8 @@ from tinykube.apiserver.server import ControlPlane, ServerConfig, running
 from tinykube.cli import kubeconfig
 from tinykube.client.rest import Client
 from tinykube.controllers.namespace import NamespaceController
+from tinykube.controllers.nodeipam import NodeIpamController
+from tinykube.controllers.scheduler import SchedulerController
 from tinykube.controllers.serviceaccounts import ServiceAccountController
 
 DEFAULT_DATA_DIR = "/var/lib/tinykube"
@@ -63,8 +65,9 @@ async def _serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with running(config) as plane:
         client = Client(plane.loopback, "kube-controller-manager")
-        tasks = [asyncio.create_task(NamespaceController(client).run()),
-                 asyncio.create_task(ServiceAccountController(client).run())]
+        tasks = [asyncio.create_task(controller.run()) for controller in (
+            NamespaceController(client), ServiceAccountController(client), SchedulerController(client),
+            NodeIpamController(client))]
         merge = None if args.command != "up" or args.no_kubeconfig else os.path.expanduser("~/.kube/config")
         _announce(plane, merge)
         try:
