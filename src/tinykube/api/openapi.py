@@ -168,6 +168,11 @@ def document(gv_path: str) -> tuple[bytes, str] | None:
     return _build(gv_path)
 
 
+def component_schemas() -> dict[str, Schema]:
+    """Every schema the served group-versions' documents hold, by name (the Swagger 2.0 source)."""
+    return _components(_roots(RESOURCES))
+
+
 def group_version_key(rt: ResourceType) -> str:
     """The key a group-version has in the root document: ``api/v1``, ``apis/coordination.k8s.io/v1``."""
     return f"apis/{rt.group}/{rt.version}" if rt.group else f"api/{rt.version}"

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from tinykube.api import openapi
+from tinykube.api import openapi, openapi_v2
 from tinykube.api.errors import ApiError, internal, method_not_allowed
 from tinykube.apiserver import discovery, rest, watch
 from tinykube.apiserver.auth import Authenticator
@@ -108,6 +108,13 @@ async def openapi_document(request: web.Request) -> web.Response:
     return json_response(body, headers={"Cache-Control": "public, immutable"} if request.query.get("hash") else None)
 
 
+async def openapi_v2_document(request: web.Request) -> web.Response:
+    """Swagger 2.0: protobuf when asked for (client-go's ``OpenAPISchema``), else JSON."""
+    if "application/com.github.proto-openapi.spec.v2" in request.headers.get("Accept", ""):
+        return web.Response(body=openapi_v2.protobuf_bytes(), headers={"Content-Type": openapi_v2.PROTOBUF})
+    return json_response(openapi_v2.json_bytes())
+
+
 async def core_resource(request: web.Request) -> web.StreamResponse:
     return await dispatch(request, request_info("", "v1", request.match_info["rest"]))
 
@@ -177,6 +184,7 @@ def build(storage: Storage, auth: Authenticator, node_proxy: NodeProxy) -> web.A
     r.add_get("/apis/{group}", group)
     r.add_get("/apis/{group}/{version}", group_resources)
     r.add_get("/apis/{group}/{version}/", group_resources)
+    r.add_get("/openapi/v2", openapi_v2_document)
     r.add_get("/openapi/v3", openapi_root)
     r.add_get("/openapi/v3/{path:.+}", openapi_document)
     r.add_route("*", "/api/v1/{rest:.+}", core_resource)

@@ -34,8 +34,13 @@ class Authenticator:
         self._tokens = tokens
 
     def authenticate(self, request: web.Request) -> User | None:
-        """The caller, or None for an anonymous request to an open path."""
-        user = _from_certificate(request) or self._from_token(request)  # union order: x509 before tokens
+        """The caller, or None for an anonymous request to an open path.
+
+        As kube-apiserver's union authenticator: the client certificate is tried before bearer
+        tokens and the first success wins; a token that matches nothing fails the request even on
+        the open paths (anonymous access only applies when no credential was offered).
+        """
+        user = _from_certificate(request) or self._from_token(request)
         if user is None and request.path not in OPEN_PATHS and not request.path.startswith(("/healthz/", "/livez/", "/readyz/")):
             raise unauthorized()
         return user

@@ -70,11 +70,16 @@ def media_type(request: web.Request) -> str:
 async def read_body(request: web.Request) -> bytes:
     """The raw body, refused past 3 MiB before it is all read."""
     if request.content_length is not None and request.content_length > MAX_BODY:
-        raise too_large()
+        raise _too_large()
     body = await request.content.read(MAX_BODY + 1)
     if len(body) > MAX_BODY:
-        raise too_large()
+        raise _too_large()
     return body
+
+
+def _too_large() -> ApiError:
+    """As the handlers' ``limitedReadBody`` words it."""
+    return too_large(f"Request entity too large: limit is {MAX_BODY}")
 
 
 def parse(body: bytes, content_type: str) -> Any:
@@ -139,8 +144,30 @@ def json_response(body: bytes, status: int = 200, headers: dict[str, str] | None
 
 
 def object_response(obj: Any, status: int = 200, warnings: list[str] | None = None) -> web.Response:
-    headers = {"Warning": ", ".join(f'299 - "{w}"' for w in warnings)} if warnings else None
-    return json_response(orjson.dumps(obj), status, headers)
+    """JSON of ``obj``, with one ``Warning: 299 - "text"`` header per warning (as upstream sends them)."""
+    response = json_response(orjson.dumps(obj), status)
+    for warning in dict.fromkeys(warnings or ()):
+        response.headers.add("Warning", f"299 - {go_quote(warning)}")
+    return response
+
+
+_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v",
+               '"': '\\"', "\\": "\\\\"}
+
+
+def go_quote(text: str) -> str:
+    """Go's ``strconv.Quote``: client-go parses warning texts with its inverse and drops what it cannot parse."""
+    out = []
+    for ch in text:
+        if ch in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[ch])
+        elif ch.isprintable():
+            out.append(ch)
+        elif ord(ch) < 0x80:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}")
+    return '"' + "".join(out) + '"'
 
 
 def resource_not_found(info: RequestInfo) -> ApiError:

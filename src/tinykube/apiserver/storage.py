@@ -92,11 +92,14 @@ class Storage:
             await admit(rt, obj, None)
         if not opts.applied:
             apply.record_update(None, obj, opts.manager, rt.group_version, now, rt.definition, opts.subresource)
-        if opts.dry_run:
+        key = rt.key(namespace, obj["metadata"]["name"])
+        if opts.dry_run:  # DryRunnableStorage.Create: nothing stored, but a taken name still conflicts
             await self._release_quietly(rt, obj)
+            if await self.store.get(key) is not None:
+                raise already_exists(rt.resource, obj["metadata"]["name"], rt.group)
             return obj
         try:
-            revision = await self.store.create(rt.key(namespace, obj["metadata"]["name"]), conversion.stored(rt, obj))
+            revision = await self.store.create(key, conversion.stored(rt, obj))
         except KeyExists:
             await self._release_quietly(rt, obj)
             raise already_exists(rt.resource, obj["metadata"]["name"], rt.group) from None

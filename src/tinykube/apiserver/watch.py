@@ -90,7 +90,8 @@ async def serve(request: web.Request, store: Store, info: RequestInfo) -> web.St
     except (ConnectionResetError, ClientConnectionResetError):
         pass  # the client went away: nothing to answer
     except Compacted as e:
-        status = expired(f"too old resource version: {e.requested} ({e.compacted + 1})").status()
+        # the oldest resourceVersion still watchable (the watch cache's "oldest - 1")
+        status = expired(f"too old resource version: {e.requested} ({e.compacted})").status()
         await response.write(orjson.dumps({"type": "ERROR", "object": status}) + b"\n")
     finally:
         with contextlib.suppress(Exception):
