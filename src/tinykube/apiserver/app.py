@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 STORAGE: web.AppKey[Storage] = web.AppKey("storage", Storage)
 AUTH: web.AppKey[Authenticator] = web.AppKey("auth", Authenticator)
 NODE_PROXY: web.AppKey[NodeProxy] = web.AppKey("node_proxy", NodeProxy)
+CA_FILE: web.AppKey[str] = web.AppKey("ca_file", str)
 
 VERSION = {
     "major": "1", "minor": "32", "gitVersion": "v1.32.4+tinykube", "gitCommit": "tinykube", "gitTreeState": "clean",
@@ -59,6 +60,11 @@ async def version(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     return web.Response(text="ok")
+
+
+async def cacerts(request: web.Request) -> web.Response:
+    """The cluster CA, for joining nodes that check it against their token's pin (k3s' /cacerts)."""
+    return web.FileResponse(request.app[CA_FILE], headers={"Content-Type": "text/plain"})
 
 
 async def api_root(request: web.Request) -> web.Response:
@@ -159,12 +165,13 @@ async def _collection(request: web.Request, storage: Storage, info: RequestInfo)
     raise method_not_allowed()
 
 
-def build(storage: Storage, auth: Authenticator, node_proxy: NodeProxy) -> web.Application:
+def build(storage: Storage, auth: Authenticator, node_proxy: NodeProxy, ca_file: str) -> web.Application:
     """The whole API as one aiohttp application."""
     app = web.Application(middlewares=[middleware], client_max_size=4 * 1024 * 1024)
     app[STORAGE] = storage
     app[AUTH] = auth
     app[NODE_PROXY] = node_proxy
+    app[CA_FILE] = ca_file
 
     async def close_proxy(app: web.Application) -> None:
         await node_proxy.close()
@@ -172,6 +179,7 @@ def build(storage: Storage, auth: Authenticator, node_proxy: NodeProxy) -> web.A
     app.on_cleanup.append(close_proxy)
     r = app.router
     r.add_get("/version", version)
+    r.add_get("/cacerts", cacerts)
     for path in ("/healthz", "/livez", "/readyz"):
         r.add_get(path, health)
         r.add_get(path + "/{check:.*}", health)

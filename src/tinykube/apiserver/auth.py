@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from tinykube import pki
 from tinykube.api.errors import unauthorized
 
-OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version"})
+OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version", "/cacerts"})
 
 
 @dataclass(frozen=True)
@@ -71,12 +72,12 @@ def _from_certificate(request: web.Request) -> User | None:
     return User(name, tuple(groups)) if name else None
 
 
-def load_or_create_token(path: str) -> str:
-    """A secret kept in a file (the node join token): created once, read after."""
+def load_or_create_token(path: str, ca_pem: bytes) -> str:
+    """The node join token (``K10<ca sha256>::server:<secret>``): created once, read after."""
     if os.path.exists(path):
         with open(path) as f:
             return f.read().strip()
-    token = secrets.token_hex(24)
+    token = pki.join_token(ca_pem, secrets.token_hex(24))
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from tinykube.api.errors import ApiError
 from tinykube.api.registry import ResourceType, lookup
-from tinykube.apiserver import pki
+from tinykube import pki
 from tinykube.apiserver.app import build
 from tinykube.apiserver.auth import Authenticator, User, load_or_create_token
 from tinykube.apiserver.nodeproxy import NodeProxy
@@ -111,7 +111,8 @@ async def running(config: ServerConfig) -> AsyncIterator[ControlPlane]:
     """Start the control plane; it stops (acknowledged writes flushed) when the block exits."""
     os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
     paths = pki.ensure(os.path.join(config.data_dir, "tls"), config.bind)
-    join_token = load_or_create_token(os.path.join(config.data_dir, "token"))
+    with open(paths.ca_cert, "rb") as f:
+        join_token = load_or_create_token(os.path.join(config.data_dir, "token"), f.read())
     loopback_token = secrets.token_hex(24)
     auth = Authenticator({loopback_token: User("system:apiserver", ("system:masters",)),
                           join_token: User("system:node-joiner", ("system:nodes", "system:masters"))})
@@ -122,8 +123,8 @@ async def running(config: ServerConfig) -> AsyncIterator[ControlPlane]:
     runner: web.AppRunner | None = None
     try:
         await bootstrap(storage)
-        proxy = NodeProxy(paths.ca_cert, paths.kubelet_client_cert, paths.kubelet_client_key)
-        runner = web.AppRunner(build(storage, auth, proxy), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        proxy = NodeProxy(paths.kubelet_client_cert, paths.kubelet_client_key)
+        runner = web.AppRunner(build(storage, auth, proxy, paths.ca_cert), access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
         await web.TCPSite(runner, config.bind, config.port, ssl_context=ssl_context(paths), backlog=1024).start()
         loopback = Credentials(config.url, paths.ca_cert, token=loopback_token)

@@ -8,6 +8,7 @@ cheaper than RSA, which matters for a server that starts in well under a second.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import ipaddress
 import os
 import socket
@@ -157,3 +158,31 @@ def ensure(directory: str, bind: str) -> Pki:
         issue(pki, "kube-apiserver-kubelet-client", ["system:masters"], cert_path=pki.kubelet_client_cert,
               key_path=pki.kubelet_client_key)
     return pki
+
+
+def self_signed(common_name: str, server_names: list[str], cert_path: str, key_path: str) -> None:
+    """A serving certificate signed by its own key (a node agent's, as a kubelet without bootstrap)."""
+    key = _new_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    cert = (_builder(name, name, key.public_key())
+            .add_extension(x509.SubjectAlternativeName(_alt_names(server_names)), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(key, hashes.SHA256()))
+    _write(key_path, _key_pem(key), private=True)
+    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+
+
+def fingerprint(pem: bytes) -> str:
+    """sha256 of the CA bundle bytes: what a join token pins (k3s' ``K10<hash>::`` tokens)."""
+    return hashlib.sha256(pem).hexdigest()
+
+
+def join_token(ca_pem: bytes, secret: str) -> str:
+    return f"K10{fingerprint(ca_pem)}::server:{secret}"
+
+
+def token_ca_hash(token: str) -> str:
+    """The CA fingerprint a join token pins, or "" for a bare secret."""
+    if token.startswith("K10") and "::" in token:
+        return token[3:token.index("::")]
+    return ""
