@@ -1,25 +1,30 @@
 """``tinykube``: one binary, one subcommand per role (k3s' shape).
 
-``server`` runs the control plane; ``up`` runs every role in one process and points kubectl at
-it.  Each subcommand takes ``--data-dir`` so several instances can run side by side.
+``server`` runs the control plane; ``node`` joins a node agent to one; ``up`` runs every role in
+one process (its node agent joins over loopback exactly as a remote one would) and points kubectl
+at it; ``image`` manages the node's image store.  Each subcommand takes ``--data-dir`` so several instances can run side by side.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
+import socket
 import sys
 
 from tinykube.apiserver.server import ControlPlane, ServerConfig, running
-from tinykube.cli import kubeconfig
+from tinykube.cli import image, kubeconfig
 from tinykube.client.rest import Client
 from tinykube.controllers.namespace import NamespaceController
 from tinykube.controllers.nodeipam import NodeIpamController
 from tinykube.controllers.scheduler import SchedulerController
 from tinykube.controllers.serviceaccounts import ServiceAccountController
+from tinykube.node.agent import AgentConfig, NodeAgent
+from tinykube.node.join import join
 
 DEFAULT_DATA_DIR = "/var/lib/tinykube"
 
@@ -35,6 +40,14 @@ def _server_args(parser: argparse.ArgumentParser) -> None:
                         help="revisions of history kept for watches to resume from (default %(default)s)")
 
 
+def _node_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--node-name", default=socket.gethostname(), help="the Node's name (default: host name)")
+    parser.add_argument("--node-ip", default="127.0.0.1", help="address the node reports and serves on")
+    parser.add_argument("--kubelet-port", type=int, default=10250, help="port of the agent's log/exec endpoint")
+    parser.add_argument("--run-dir", default="/run/tinykube", help="runtime state: runc root, bundles, CNI")
+    parser.add_argument("--bridge", default="tinykube0", help="name of the pod network bridge")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="tinykube", description="A Kubernetes-compatible Pod platform.")
     sub = top.add_subparsers(dest="command", required=True)
@@ -42,7 +55,14 @@ def parser() -> argparse.ArgumentParser:
     _server_args(server)
     up = sub.add_parser("up", help="run every role in one process and merge a kubectl context")
     _server_args(up)
+    _node_args(up)
     up.add_argument("--no-kubeconfig", action="store_true", help="do not touch ~/.kube/config")
+    node = sub.add_parser("node", help="run a node agent that joins a control plane")
+    node.add_argument("--server", required=True, help="the API server URL, e.g. https://10.0.0.1:6443")
+    node.add_argument("--token", required=True, help="the join token from the server's <data-dir>/token")
+    node.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="images and node state (default %(default)s)")
+    _node_args(node)
+    image.add_parser(sub, DEFAULT_DATA_DIR)
     return top
 
 
@@ -56,27 +76,63 @@ def _announce(plane: ControlPlane, merge_into: str | None) -> None:
     print(f"  kubeconfig: {admin}{' (also merged into ' + merge_into + ')' if merge_into else ''}", flush=True)
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    config = ServerConfig(data_dir=args.data_dir, port=args.port, bind=args.bind, store=args.store,
-                          compaction_interval=args.compaction_interval, compaction_retain=args.compaction_retain)
+def _stop_event() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _until(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
+    """Run until a signal (or a task ends), then cancel every task."""
+    waiter = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            if task.done() and task.exception():
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        for task in [waiter, *tasks]:
+            task.cancel()
+        await asyncio.gather(waiter, *tasks, return_exceptions=True)
+
+
+async def _node(args: argparse.Namespace, server: str, token: str) -> None:
+    """One node agent that joins ``server`` exactly as a remote node would."""
+    config = AgentConfig(node_name=args.node_name, data_dir=args.data_dir, run_dir=args.run_dir, node_ip=args.node_ip,
+                         kubelet_port=args.kubelet_port, bridge=args.bridge)
+    creds, cert, key = await join(server, token, config.agent_dir, config.node_name, config.node_ip)
+    config = dataclasses.replace(config, serving_cert=cert, serving_key=key, client_ca=creds.ca_file)
+    client = Client(creds, "kubelet")
+    try:
+        await NodeAgent(config, client).run()
+    finally:
+        await client.close()
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    config = ServerConfig(data_dir=args.data_dir, port=args.port, bind=args.bind, store=args.store,
+                          compaction_interval=args.compaction_interval, compaction_retain=args.compaction_retain)
+    stop = _stop_event()
     async with running(config) as plane:
         client = Client(plane.loopback, "kube-controller-manager")
         tasks = [asyncio.create_task(controller.run()) for controller in (
             NamespaceController(client), ServiceAccountController(client), SchedulerController(client),
             NodeIpamController(client))]
+        if args.command == "up":
+            tasks.append(asyncio.create_task(_node(args, config.url, plane.join_token)))
         merge = None if args.command != "up" or args.no_kubeconfig else os.path.expanduser("~/.kube/config")
         _announce(plane, merge)
         try:
-            await stop.wait()
+            await _until(stop, tasks)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             await client.close()
+
+
+async def _join(args: argparse.Namespace) -> None:
+    stop = _stop_event()
+    await _until(stop, [asyncio.create_task(_node(args, args.server, args.token))])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,8 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import uvloop
 
+    if args.command == "image":
+        return image.run(args)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(_serve(args))
+        runner.run(_join(args) if args.command == "node" else _serve(args))
     return 0
 
 

@@ -53,6 +53,5 @@ class NodeIpamController:
             return
         used = {n["spec"]["podCIDR"] for n in self.nodes.values() if n.get("spec", {}).get("podCIDR")}
         cidr = next_free(self.cluster_cidr, used)
-        patch = {"metadata": {"resourceVersion": node["metadata"]["resourceVersion"]},
-                 "spec": {"podCIDR": cidr, "podCIDRs": [cidr]}}
+        patch = {"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}}  # one allocator: no need to pin the version
         self.nodes[name] = await self.client.patch(path(NODES, name=name), patch)

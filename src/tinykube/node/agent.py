@@ -1,0 +1,173 @@
+"""The node agent's composition root and its one dispatch loop (kubelet ``syncLoopIteration``).
+
+It registers the Node, keeps its Lease alive, serves logs, and watches the pods bound to this
+node; each pod change is handed to that pod's worker, which does all the work.  On start it
+re-adopts what the runtime already runs (containers outlive the agent) and removes what belongs
+to pods that no longer exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from tinykube.api.errors import ApiError, bad_request, not_found
+from tinykube.api.registry import lookup
+from tinykube.client.events import EventRecorder, Source
+from tinykube.client.rest import Client, list_and_watch, path
+from tinykube.node import host, server
+from tinykube.node.launch import Launcher, pod_log_dir
+from tinykube.node.logs import latest_log
+from tinykube.node.registration import Registration
+from tinykube.node.runtime.cni import CniConfig
+from tinykube.node.runtime.containers import Runtime
+from tinykube.node.runtime.images import ImageStore
+from tinykube.node.runtime.registry import Hosts
+from tinykube.node.runtime.sandbox import Sandboxes, ensure_unreachable_routes
+from tinykube.node.worker import NodeContext, PodWorker
+
+log = logging.getLogger(__name__)
+
+PODS = lookup("", "v1", "pods")
+assert PODS is not None
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything ``tinykube node`` is told; several agents on one host differ in every path."""
+
+    node_name: str
+    data_dir: str  # images and registries config live here; node state under <data-dir>/agent
+    run_dir: str = "/run/tinykube"  # runc root, bundles, CNI state: gone at reboot with the containers
+    node_ip: str = "127.0.0.1"
+    kubelet_port: int = 10250
+    bridge: str = "tinykube0"
+    serving_cert: str = ""
+    serving_key: str = ""
+    client_ca: str = ""
+
+    @property
+    def agent_dir(self) -> str:
+        return os.path.join(self.data_dir, "agent")
+
+
+def make_launcher(config: AgentConfig, pod_cidr: str, recorder: EventRecorder) -> Launcher:
+    """The runtime stack of this node: containers, sandboxes on the node's pod CIDR, images."""
+    run = Path(config.run_dir)
+    runtime = Runtime(Path(config.agent_dir), run, run / "runc")
+    sandboxes = Sandboxes(run, CniConfig(bridge=config.bridge, subnet=pod_cidr, state_dir=run / "cni"))
+    images = ImageStore(Path(config.data_dir) / "images", hosts=Hosts(Path(config.data_dir) / "registries"))
+    return Launcher(runtime, sandboxes, images, recorder)
+
+
+class NodeAgent:
+    """Everything one node runs, wired together."""
+
+    launcher: Launcher  # built once the node knows its pod CIDR
+    ctx: NodeContext
+
+    def __init__(self, config: AgentConfig, client: Client):
+        self.config = config
+        self.client = client
+        self.recorder = EventRecorder(client, Source("kubelet", config.node_name))
+        facts = host.gather(config.data_dir, config.node_ip)
+        self.registration = Registration(client, config.node_name, facts, config.kubelet_port)
+        self.workers: dict[str, PodWorker] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    async def run(self) -> None:
+        self.recorder.start()
+        runner = await self._serve()
+        try:
+            await self.registration.register()
+            pod_cidr = await self.registration.wait_for_pod_cidr()
+            await ensure_unreachable_routes()
+            self.launcher = make_launcher(self.config, pod_cidr, self.recorder)
+            self.ctx = NodeContext(self.client, self.recorder, self.config.node_name, self.config.node_ip,
+                                   self.launcher)
+            selector = {"fieldSelector": f"spec.nodeName={self.config.node_name}"}
+            await self._remove_orphans(selector)
+            await asyncio.gather(self.registration.heartbeat(),
+                                 list_and_watch(self.client, path(PODS), self._on_pod, selector))
+        finally:
+            for task in self.tasks.values():
+                task.cancel()
+            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+            await runner.cleanup()
+            await self.recorder.stop()
+
+    async def _serve(self) -> web.AppRunner:
+        runner = web.AppRunner(server.build(self.locate_log), access_log=None, handle_signals=False)
+        await runner.setup()
+        ctx = server.ssl_context(self.config.serving_cert, self.config.serving_key, self.config.client_ca)
+        await web.TCPSite(runner, self.config.node_ip, self.config.kubelet_port, ssl_context=ctx).start()
+        return runner
+
+    async def _remove_orphans(self, selector: dict[str, str]) -> None:
+        """Tear down sandboxes of pods that were deleted while the agent was away."""
+        listed = await self.client.get(path(PODS), selector)
+        alive = {p["metadata"]["uid"] for p in listed["items"]}
+        for uid in self.launcher.known_pods() - alive:
+            log.info("removing orphaned pod %s", uid)
+            ids = [c.id for c in self.launcher.runtime.list() if c.pod_uid == uid]
+            await self.launcher.teardown(uid, ids, 0)
+
+    async def _on_pod(self, kind: str, pod: dict[str, Any]) -> None:
+        uid = pod["metadata"]["uid"]
+        worker = self.workers.get(uid)
+        if kind == "DELETED":
+            if worker is not None:
+                worker.update(None)
+            return
+        if worker is None:
+            worker = self.workers[uid] = PodWorker(self.ctx, uid, pod)
+            worker.adopt()
+            self.tasks[uid] = asyncio.create_task(self._run_worker(worker))
+        worker.update(pod)
+
+    async def _run_worker(self, worker: PodWorker) -> None:
+        try:
+            await worker.run()
+        finally:
+            self.workers.pop(worker.uid, None)
+            self.tasks.pop(worker.uid, None)
+
+    def locate_log(self, namespace: str, name: str, container: str, previous: bool) -> tuple[str, Any]:
+        """The log file for ``kubectl logs`` and whether its container still runs."""
+        worker = next((w for w in self.workers.values() if w.pod and w.pod["metadata"]["namespace"] == namespace
+                       and w.pod["metadata"]["name"] == name), None)
+        if worker is None or worker.pod is None:
+            raise not_found("pods", name)
+        record = worker.records.get(container)
+        state = record.observed if record else None
+        if state is None or record is None or record.attempt < 0:
+            reason = state.reason if state else "ContainerCreating"
+            raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: {reason}')
+        attempt = record.attempt - 1 if previous else record.attempt
+        if previous and attempt < 0:
+            raise bad_request(f'previous terminated container "{container}" in pod "{name}" not found')
+        directory = f"{pod_log_dir(worker.pod)}/{container}"
+        log_file = f"{directory}/{attempt}.log" if previous else latest_log(directory)
+        if log_file is None:
+            raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating')
+        running_id = record.runtime_id
+
+        def running() -> bool:
+            return not previous and record.runtime_id == running_id and record.observed.state == "running"
+        return log_file, running
+
+
+async def wait_ready(client: Client) -> None:
+    """Until the API answers (the agent may start before the server it joins)."""
+    while True:
+        try:
+            await client.get("/version")
+            return
+        except (ApiError, OSError):
+            await asyncio.sleep(0.1)

@@ -1,0 +1,216 @@
+"""From Pod objects to runtime calls: sandbox, image, container spec, and their events.
+
+The pod worker decides *what* to do; the launcher knows *how*: it pulls images (``Pulling``,
+``Pulled``, ``ErrImagePull`` → ``ImagePullBackOff``), builds the runtime's plain
+``ContainerSpec`` from the pod and the image config, starts it (``Created``, ``Started``), and
+tears everything down.  Failures come back as :class:`LaunchError` carrying the waiting reason
+the API shows and when to retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tinykube.client.events import EventRecorder, reference
+from tinykube.node import containerspec
+from tinykube.node.runtime import cgroups
+from tinykube.node.runtime.cgroups import Resources
+from tinykube.node.runtime.containers import ContainerSpec, ContainerStatus, Runtime
+from tinykube.node.runtime.images import Image, ImageError, ImageNeverPull, ImageStore, PullError
+from tinykube.node.runtime.sandbox import DnsConfig, Sandboxes
+
+log = logging.getLogger(__name__)
+
+PULL_BACKOFF_START = 10.0  # seconds: the kubelet's image pull back-off doubles from here
+PULL_BACKOFF_MAX = 300.0
+CLUSTER_DNS = "10.43.0.10"
+CLUSTER_DOMAIN = "cluster.local"
+LOG_ROOT = "/var/log/pods"
+
+Obj = dict[str, Any]
+ExitCallback = Callable[[str, int, str, str, str], None]
+
+
+class LaunchError(Exception):
+    """A container could not be started; ``reason`` is its waiting reason."""
+
+    def __init__(self, reason: str, message: str, retry_after: float):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Started:
+    runtime_id: str
+    started_at: str
+    image: str
+    image_id: str
+
+
+def pod_log_dir(pod: Obj) -> str:
+    meta = pod["metadata"]
+    return os.path.join(LOG_ROOT, f"{meta['namespace']}_{meta['name']}_{meta['uid']}")
+
+
+def container_id(uid: str, name: str, attempt: int) -> str:
+    """A runc container id that names its pod, container and attempt (and fits runc's limits)."""
+    return f"{uid}-{name}-{attempt}"
+
+
+def dns_config(pod: Obj) -> DnsConfig:
+    """resolv.conf for ClusterFirst (the default): cluster DNS and the search path of the namespace."""
+    ns = pod["metadata"]["namespace"]
+    searches = [f"{ns}.svc.{CLUSTER_DOMAIN}", f"svc.{CLUSTER_DOMAIN}", CLUSTER_DOMAIN]
+    return DnsConfig(nameservers=[CLUSTER_DNS], searches=searches, options=["ndots:5"])
+
+
+class Launcher:
+    """Runtime operations for pods, with their events."""
+
+    def __init__(self, runtime: Runtime, sandboxes: Sandboxes, images: ImageStore, recorder: EventRecorder):
+        self.runtime = runtime
+        self.sandboxes = sandboxes
+        self.images = images
+        self.recorder = recorder
+        self._pull_backoff: dict[tuple[str, str], tuple[float, float]] = {}  # (uid, image) → (delay, until)
+        self._sandbox_ips: dict[str, str] = {}
+
+    async def ensure_sandbox(self, pod: Obj) -> str:
+        """The pod's network namespace (created once), returning the pod IP."""
+        uid = pod["metadata"]["uid"]
+        if uid in self._sandbox_ips:
+            return self._sandbox_ips[uid]
+        qos = (pod.get("status") or {}).get("qosClass", "BestEffort")
+        await asyncio.to_thread(cgroups.ensure_pod_cgroup, uid, qos)
+        hostname = pod["spec"].get("hostname") or pod["metadata"]["name"]
+        sandbox = await self.sandboxes.create(uid, hostname[:63], dns_config(pod), [])
+        self._sandbox_ips[uid] = sandbox.ip
+        return sandbox.ip
+
+    def adopt(self, uid: str, on_exit: ExitCallback) -> tuple[str, list[ContainerStatus]]:
+        """What the runtime already runs for a pod after an agent restart: its IP and containers.
+
+        Exit notifications of the adopted containers are re-armed to ``on_exit``.
+        """
+        sandbox = self.sandboxes.get(uid)
+        if sandbox is None:
+            return "", []
+        self._sandbox_ips[uid] = sandbox.ip
+        containers = [c for c in self.runtime.list() if c.pod_uid == uid]
+        for status in containers:
+            if status.state == "running":
+                self.runtime.watch_exit(status.id, lambda s: on_exit(s.id, s.exit_code or 0, exit_reason(s),
+                                                                     s.started_at, s.finished_at))
+        return sandbox.ip, containers
+
+    def known_pods(self) -> set[str]:
+        """UIDs of every pod with a sandbox on this node (to find orphans at start)."""
+        return {s.pod_uid for s in self.sandboxes.list()}
+
+    async def start_container(self, pod: Obj, container: Obj, attempt: int, on_exit: ExitCallback) -> Started:
+        ref = reference(pod, f"spec.containers{{{container['name']}}}")
+        image = await self._pull(pod, container, ref)
+        spec = self._container_spec(pod, container, attempt, image)
+
+        def exited(status: ContainerStatus) -> None:
+            on_exit(status.id, status.exit_code or 0, exit_reason(status), status.started_at, status.finished_at)
+        try:
+            status = await self.runtime.create_and_start(spec, exited)
+        except Exception as e:  # runc's own words are what the user needs to see
+            self.recorder.record(ref, "Warning", "Failed", f"Error: {e}")
+            raise LaunchError("CreateContainerError", str(e), PULL_BACKOFF_START) from e
+        self.recorder.record(ref, "Normal", "Created", f"Created container {container['name']}")
+        self.recorder.record(ref, "Normal", "Started", f"Started container {container['name']}")
+        image_id = image.repo_digests[0] if image.repo_digests else image.id
+        return Started(spec.id, status.started_at, container["image"], image_id)
+
+    async def _pull(self, pod: Obj, container: Obj, ref: Obj) -> Image:
+        """kubelet's EnsureImageExists with its events and the per-image pull back-off."""
+        name = container["image"]
+        key = (pod["metadata"]["uid"], name)
+        delay, until = self._pull_backoff.get(key, (0.0, 0.0))
+        if time.monotonic() < until:
+            self.recorder.record(ref, "Normal", "BackOff", f'Back-off pulling image "{name}"')
+            self.recorder.record(ref, "Warning", "Failed", "Error: ImagePullBackOff")
+            raise LaunchError("ImagePullBackOff", f'Back-off pulling image "{name}"', until - time.monotonic())
+        pulling = lambda: self.recorder.record(ref, "Normal", "Pulling", f'Pulling image "{name}"')  # noqa: E731
+        try:
+            ensured = await self.images.ensure(name, container.get("imagePullPolicy", "IfNotPresent"), on_pulling=pulling)
+        except ImageNeverPull as e:
+            self.recorder.record(ref, "Warning", "ErrImageNeverPull", str(e))
+            raise LaunchError("ErrImageNeverPull", str(e), PULL_BACKOFF_START) from e
+        except ImageError as e:
+            delay = min(PULL_BACKOFF_MAX, PULL_BACKOFF_START if delay == 0 else delay * 2)
+            self._pull_backoff[key] = (delay, time.monotonic() + delay)
+            message = e.cri_message if isinstance(e, PullError) else str(e)
+            self.recorder.record(ref, "Warning", "Failed", f'Failed to pull image "{name}": {message}')
+            self.recorder.record(ref, "Warning", "Failed", "Error: ErrImagePull")
+            raise LaunchError("ErrImagePull", message, delay) from e
+        self._pull_backoff.pop(key, None)
+        if ensured.pulled:
+            took = ensured.duration
+            self.recorder.record(ref, "Normal", "Pulled", f'Successfully pulled image "{name}" in {took:.3f}s '
+                                 f"({took:.3f}s including waiting). Image size: {ensured.image.size} bytes.")
+        else:
+            self.recorder.record(ref, "Normal", "Pulled", f'Container image "{name}" already present on machine')
+        return ensured.image
+
+    def _container_spec(self, pod: Obj, container: Obj, attempt: int, image: Image) -> ContainerSpec:
+        uid = pod["metadata"]["uid"]
+        config = image.config
+        env = containerspec.environment(list(config.env), container, {})
+        args = [containerspec.expand(a, env) for a in containerspec.argv(container, list(config.entrypoint), list(config.cmd))]
+        if not args:
+            raise LaunchError("CreateContainerError", "no command specified", PULL_BACKOFF_START)
+        uid_gid = containerspec.user_ids(config.user, _image_file(image, "etc/passwd"), _image_file(image, "etc/group"))
+        lim = containerspec.limits(container)
+        log_dir = os.path.join(pod_log_dir(pod), container["name"])
+        os.makedirs(log_dir, exist_ok=True)
+        sandbox = self.sandboxes.get(uid)
+        if sandbox is None:
+            raise LaunchError("CreateContainerError", f"sandbox of pod {uid} is gone", PULL_BACKOFF_START)
+        qos = (pod.get("status") or {}).get("qosClass", "BestEffort")
+        runtime_id = container_id(uid, container["name"], attempt)
+        return ContainerSpec(
+            id=runtime_id, pod_uid=uid, name=container["name"], args=args,
+            log_path=os.path.join(log_dir, f"{attempt}.log"), rootfs_layers=list(reversed(image.layers)),
+            env=[f"{k}={v}" for k, v in env.items()], cwd=container.get("workingDir") or config.working_dir or "/",
+            uid=uid_gid[0], gid=uid_gid[1], mounts=sandbox.mounts(), sandbox=sandbox,
+            cgroup_path=cgroups.container_cgroup(uid, qos, runtime_id),
+            resources=Resources(cpu_shares=lim.cpu_shares, cpu_quota_us=lim.cpu_quota_us,
+                                cpu_period_us=lim.cpu_period_us, memory_limit_bytes=lim.memory_limit_bytes or None))
+
+    async def teardown(self, uid: str, runtime_ids: list[str], grace: int) -> None:
+        """Stop containers (in parallel, grace then SIGKILL), remove them, the sandbox and the cgroup."""
+        await asyncio.gather(*(self.runtime.stop(i, grace) for i in runtime_ids), return_exceptions=True)
+        await asyncio.gather(*(self.runtime.remove(i) for i in runtime_ids), return_exceptions=True)
+        await self.sandboxes.remove(uid)
+        self._sandbox_ips.pop(uid, None)
+        await asyncio.to_thread(cgroups.remove_pod_cgroup, uid)
+        for key in [k for k in self._pull_backoff if k[0] == uid]:
+            del self._pull_backoff[key]
+
+
+def exit_reason(status: ContainerStatus) -> str:
+    """Completed, Error or OOMKilled, as the kubelet words a terminated container."""
+    if status.oom_killed:
+        return "OOMKilled"
+    return "Completed" if (status.exit_code or 0) == 0 else "Error"
+
+
+def _image_file(image: Image, name: str) -> str:
+    """A file from the image's top-most layer that has it ("" when none has)."""
+    for layer in reversed(image.layers):
+        candidate = Path(layer) / name
+        if candidate.is_file():
+            return candidate.read_text(errors="replace")
+    return ""

@@ -1,0 +1,136 @@
+"""Node registration and heartbeats: the Node object, its status, and its Lease.
+
+The agent registers its Node once (create, or adopt an existing one of the same name), posts
+conditions when they change, and renews ``kube-node-lease/<node>`` every 10 s, as the kubelet
+does since NodeLease: the Lease is the cheap heartbeat, the status carries the facts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from typing import Any
+
+from tinykube.api.errors import ApiError
+from tinykube.api.registry import lookup
+from tinykube.client.rest import Client, path
+from tinykube.node.host import MAX_PODS, HostFacts
+
+log = logging.getLogger(__name__)
+
+NODES = lookup("", "v1", "nodes")
+LEASES = lookup("coordination.k8s.io", "v1", "leases")
+assert NODES is not None and LEASES is not None
+
+LEASE_DURATION = 40  # seconds: the kubelet's default nodeLeaseDurationSeconds
+RENEW_INTERVAL = 10.0  # seconds between Lease renewals (a quarter of the duration, as upstream)
+STATUS_INTERVAL = 300.0  # seconds: the status is re-posted at least this often (nodeStatusReportFrequency)
+KUBELET_VERSION = "v1.32.4+tinykube"
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _micro_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def capacity(facts: HostFacts) -> dict[str, str]:
+    return {"cpu": str(facts.cpus), "memory": f"{facts.memory_bytes // 1024}Ki",
+            "ephemeral-storage": f"{facts.storage_bytes // 1024}Ki", "pods": str(MAX_PODS)}
+
+
+def conditions(stamp: str, ready: bool = True) -> list[dict[str, Any]]:
+    """The four conditions the kubelet posts, with its reasons and messages."""
+    def cond(kind: str, status: str, reason: str, message: str) -> dict[str, Any]:
+        return {"type": kind, "status": status, "lastHeartbeatTime": stamp, "lastTransitionTime": stamp,
+                "reason": reason, "message": message}
+    return [
+        cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+        cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+        cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+        cond("Ready", "True" if ready else "False", "KubeletReady" if ready else "KubeletNotReady",
+             "kubelet is posting ready status" if ready else "container runtime is starting"),
+    ]
+
+
+def node_object(name: str, facts: HostFacts, kubelet_port: int) -> dict[str, Any]:
+    """The Node a fresh agent registers (status is written through /status afterwards)."""
+    return {"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": {
+                "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": facts.architecture,
+                "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": facts.architecture,
+                "node-role.kubernetes.io/control-plane": "true"}},
+            "spec": {}}
+
+
+def node_status(name: str, facts: HostFacts, kubelet_port: int, stamp: str) -> dict[str, Any]:
+    cap = capacity(facts)
+    return {"capacity": cap, "allocatable": dict(cap), "conditions": conditions(stamp),
+            "addresses": [{"type": "InternalIP", "address": facts.internal_ip}, {"type": "Hostname", "address": name}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
+            "nodeInfo": {"machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": facts.kernel,
+                         "osImage": facts.os_image, "containerRuntimeVersion": facts.runtime_version,
+                         "kubeletVersion": KUBELET_VERSION, "kubeProxyVersion": KUBELET_VERSION,
+                         "operatingSystem": "linux", "architecture": facts.architecture}}
+
+
+class Registration:
+    """Keeps this node's Node and Lease alive."""
+
+    def __init__(self, client: Client, name: str, facts: HostFacts, kubelet_port: int):
+        self.client = client
+        self.name = name
+        self.facts = facts
+        self.kubelet_port = kubelet_port
+        self.node: dict[str, Any] = {}
+
+    async def register(self) -> dict[str, Any]:
+        """Create (or adopt) the Node and post a fresh Ready status; returns the Node."""
+        try:
+            await self.client.create(path(NODES) + "?fieldManager=kubelet", node_object(self.name, self.facts, self.kubelet_port))
+        except ApiError as e:
+            if e.code != 409:
+                raise
+        status = node_status(self.name, self.facts, self.kubelet_port, now())
+        self.node = await self.client.patch(path(NODES, name=self.name, subresource="status"), {"status": status})
+        return self.node
+
+    async def wait_for_pod_cidr(self) -> str:
+        """The node's podCIDR, once the node-IPAM controller has assigned it."""
+        while True:
+            node = await self.client.get(path(NODES, name=self.name))
+            if node["spec"].get("podCIDR"):
+                self.node = node
+                return str(node["spec"]["podCIDR"])
+            await asyncio.sleep(0.05)
+
+    async def heartbeat(self) -> None:
+        """Renew the Lease forever; re-post the status every STATUS_INTERVAL."""
+        last_status = asyncio.get_running_loop().time()
+        while True:
+            try:
+                await self._renew_lease()
+                if asyncio.get_running_loop().time() - last_status > STATUS_INTERVAL:
+                    await self.register()
+                    last_status = asyncio.get_running_loop().time()
+            except (ApiError, OSError) as e:
+                log.warning("node heartbeat failed: %s", e)
+            await asyncio.sleep(RENEW_INTERVAL)
+
+    async def _renew_lease(self) -> None:
+        url = path(LEASES, "kube-node-lease", self.name)
+        spec = {"holderIdentity": self.name, "leaseDurationSeconds": LEASE_DURATION, "renewTime": _micro_now()}
+        try:
+            await self.client.patch(url, {"spec": spec})
+        except ApiError as e:
+            if e.code != 404:
+                raise
+            lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                     "metadata": {"name": self.name, "namespace": "kube-node-lease",
+                                  "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": self.name,
+                                                       "uid": self.node.get("metadata", {}).get("uid", "")}]},
+                     "spec": spec}
+            await self.client.create(path(LEASES, "kube-node-lease"), lease)

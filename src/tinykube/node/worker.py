@@ -1,0 +1,276 @@
+"""Pod workers: one asyncio task per pod UID drives the runtime toward the pod's spec.
+
+The shape is the kubelet's ``pod_workers.go``: a worker holds only the *latest* pod it was
+given (updates coalesce), a kill is sticky, and ``sync`` is level-triggered and idempotent —
+it compares what the runtime has with what the spec wants, acts, and writes the status only
+when it changed.  Container exits arrive as events from the runtime (never polled); restarts
+follow the restart policy with the crash-loop back-off (10 s doubling to 5 min, reset after
+10 min of running).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tinykube.api.errors import ApiError
+from tinykube.api.registry import lookup
+from tinykube.client.events import EventRecorder, reference
+from tinykube.client.rest import Client, path
+from tinykube.node import podstatus
+from tinykube.node.launch import Launcher, LaunchError, exit_reason
+from tinykube.node.podstatus import Observed, PodObservation
+
+log = logging.getLogger(__name__)
+
+PODS = lookup("", "v1", "pods")
+assert PODS is not None
+
+BACKOFF_START = 10.0  # seconds before the second restart (kubelet's initial crash-loop back-off)
+BACKOFF_MAX = 300.0  # seconds: the back-off never grows past five minutes
+BACKOFF_RESET = 600.0  # seconds of running after which a container's back-off starts over
+
+Obj = dict[str, Any]
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class ContainerRecord:
+    """What this worker remembers of one container across its restarts."""
+
+    observed: Observed
+    runtime_id: str = ""
+    attempt: int = -1
+    backoff: float = 0.0  # seconds of the next back-off; 0 = restart at once
+    retry_at: float = 0.0  # monotonic time before which no restart happens
+    running_since: float = 0.0
+
+
+@dataclass
+class NodeContext:
+    """What every pod worker shares."""
+
+    client: Client
+    recorder: EventRecorder
+    node_name: str
+    node_ip: str
+    launcher: Launcher
+
+
+@dataclass
+class PodWorker:
+    """Owns one pod's sandbox and containers on this node."""
+
+    ctx: NodeContext
+    uid: str
+    pod: Obj | None
+    records: dict[str, ContainerRecord] = field(default_factory=dict)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _killed: bool = False
+    _last_status: Obj | None = None
+    _pod_ip: str = ""
+    _start_time: str = ""
+    _done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def update(self, pod: Obj | None) -> None:
+        """The latest pod (None: it is gone from the API). Latest wins; a kill stays."""
+        if pod is None or pod["metadata"].get("deletionTimestamp"):
+            self._killed = True
+        if pod is not None:
+            self.pod = pod
+        self._wake.set()
+
+    def adopt(self) -> None:
+        """Take over what the runtime still runs for this pod (after an agent restart); no duplicates."""
+        ip, statuses = self.ctx.launcher.adopt(self.uid, self._on_exit)
+        self._pod_ip = ip
+        latest: dict[str, Any] = {}
+        for status in statuses:
+            attempt = int(status.id.rsplit("-", 1)[1])
+            if status.name not in latest or attempt > int(latest[status.name].id.rsplit("-", 1)[1]):
+                latest[status.name] = status
+        for name, status in latest.items():
+            attempt = int(status.id.rsplit("-", 1)[1])
+            image = next((c["image"] for c in (self.pod or {}).get("spec", {}).get("containers", []) if c["name"] == name), "")
+            record = self.records[name] = ContainerRecord(Observed(name, image), status.id, attempt,
+                                                          running_since=time.monotonic())
+            running = status.state == "running"
+            record.observed = Observed(name, image, "running" if running else "terminated",
+                                       "" if running else exit_reason(status), exit_code=status.exit_code or 0,
+                                       started_at=status.started_at, finished_at=status.finished_at,
+                                       container_id=f"runc://{status.id}", restart_count=attempt, ready=running)
+        if ip:
+            self._start_time = self._start_time or (self.pod or {}).get("status", {}).get("startTime", "")
+
+    async def run(self) -> None:
+        """Sync on every wake until the pod is terminated and its resources are gone."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                if self._killed:
+                    await self._terminate()
+                    return
+                try:
+                    await self._sync()
+                except (ApiError, OSError) as e:
+                    log.warning("sync of pod %s failed: %s", self.uid, e)
+                    asyncio.get_running_loop().call_later(1.0, self._wake.set)
+        finally:
+            self._done.set()
+
+    # --- sync -----------------------------------------------------------------------------
+
+    async def _sync(self) -> None:
+        pod = self.pod
+        assert pod is not None
+        if not self._pod_ip:
+            self._start_time = self._start_time or now()
+            await self._write_status()  # ContainerCreating is visible while the sandbox is built
+            self._pod_ip = await self.ctx.launcher.ensure_sandbox(pod)
+        await asyncio.gather(*(self._sync_container(pod, c) for c in pod["spec"]["containers"]))
+        await self._write_status()
+
+    async def _sync_container(self, pod: Obj, container: Obj) -> None:
+        name = container["name"]
+        record = self.records.setdefault(name, ContainerRecord(Observed(name, container["image"])))
+        state = record.observed.state
+        if state == "running":
+            return
+        if record.attempt >= 0 and state == "terminated" and not self._should_restart(pod, record):
+            return
+        if time.monotonic() < record.retry_at:
+            return
+        await self._start(pod, container, record)
+
+    def _should_restart(self, pod: Obj, record: ContainerRecord) -> bool:
+        policy = pod["spec"].get("restartPolicy", "Always")
+        return policy == "Always" or (policy == "OnFailure" and record.observed.exit_code != 0)
+
+    async def _start(self, pod: Obj, container: Obj, record: ContainerRecord) -> None:
+        """Start the next attempt of a container (pulling its image first)."""
+        previous = record.observed
+        attempt = record.attempt + 1
+        try:
+            started = await self.ctx.launcher.start_container(pod, container, attempt, self._on_exit)
+        except LaunchError as e:
+            record.observed = Observed(previous.name, previous.image, "waiting", e.reason, e.message,
+                                       restart_count=previous.restart_count, last_terminated=previous.last_terminated)
+            self._schedule_retry(record, e.retry_after)
+            return
+        record.attempt = attempt
+        record.runtime_id = started.runtime_id
+        record.running_since = time.monotonic()
+        last = _terminated(previous) if previous.state == "terminated" else previous.last_terminated
+        record.observed = Observed(previous.name, previous.image, "running", "", started_at=started.started_at,
+                                   container_id=f"runc://{started.runtime_id}", image_id=started.image_id,
+                                   restart_count=attempt, last_terminated=last, ready=True)
+        record.observed.image = started.image
+
+    def _schedule_retry(self, record: ContainerRecord, delay: float) -> None:
+        record.retry_at = time.monotonic() + delay
+        asyncio.get_running_loop().call_later(delay, self._wake.set)
+
+    def _on_exit(self, runtime_id: str, exit_code: int, reason: str, started_at: str, finished_at: str) -> None:
+        """Runtime event: a container exited.  Decide its back-off and wake the worker."""
+        for record in self.records.values():
+            if record.runtime_id != runtime_id:
+                continue
+            o = record.observed
+            record.observed = Observed(o.name, o.image, "terminated", reason, exit_code=exit_code,
+                                       started_at=started_at, finished_at=finished_at, container_id=o.container_id,
+                                       image_id=o.image_id, restart_count=o.restart_count,
+                                       last_terminated=o.last_terminated)
+            self._arm_backoff(record)
+        self._wake.set()
+
+    def _arm_backoff(self, record: ContainerRecord) -> None:
+        pod = self.pod
+        if pod is None or not self._should_restart(pod, record):
+            return
+        if time.monotonic() - record.running_since > BACKOFF_RESET:
+            record.backoff = 0.0
+        delay = record.backoff
+        record.backoff = min(BACKOFF_MAX, BACKOFF_START if delay == 0 else delay * 2)
+        if delay > 0:
+            o = record.observed
+            message = (f"back-off {int(delay)}s restarting failed container={o.name} "
+                       f"pod={pod['metadata']['name']}_{pod['metadata']['namespace']}({self.uid})")
+            record.observed = Observed(o.name, o.image, "waiting", "CrashLoopBackOff", message,
+                                       container_id=o.container_id, image_id=o.image_id,
+                                       restart_count=o.restart_count, last_terminated=_terminated(o))
+            self.ctx.recorder.record(reference(pod, f"spec.containers{{{o.name}}}"), "Warning", "BackOff",
+                                     f"Back-off restarting failed container {o.name} in pod "
+                                     f"{pod['metadata']['name']}_{pod['metadata']['namespace']}({self.uid})")
+            self._schedule_retry(record, delay)
+
+    # --- status ----------------------------------------------------------------------------
+
+    async def _write_status(self) -> None:
+        pod = self.pod
+        assert pod is not None
+        previous = self._last_status or pod.get("status", {})
+        obs = PodObservation([r.observed for r in self._observed(pod)], self._pod_ip, self.ctx.node_ip,
+                             self._start_time, bool(self._pod_ip), podstatus.transition_times(previous))
+        status = podstatus.pod_status(pod, obs, now())
+        if status == self._last_status:
+            return
+        try:
+            updated = await self.ctx.client.patch(path(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"], "status"),
+                                                  {"status": status}, "application/merge-patch+json")
+        except ApiError as e:
+            if e.code == 404:
+                self.update(None)
+                return
+            raise
+        self._last_status = status
+        if not self._killed:
+            self.pod = updated
+
+    def _observed(self, pod: Obj) -> list[ContainerRecord]:
+        out = []
+        for container in pod["spec"]["containers"]:
+            record = self.records.get(container["name"])
+            out.append(record or ContainerRecord(Observed(container["name"], container["image"])))
+        return out
+
+    # --- termination ---------------------------------------------------------------------
+
+    async def _terminate(self) -> None:
+        """Stop every container (grace period, then SIGKILL), tear down, remove the pod object."""
+        pod = self.pod
+        grace = 0
+        if pod is not None:
+            grace = int(pod["metadata"].get("deletionGracePeriodSeconds",
+                                            pod["spec"].get("terminationGracePeriodSeconds", 30)))
+        running = [r for r in self.records.values() if r.observed.state == "running"]
+        for record in running:
+            if pod is not None:
+                self.ctx.recorder.record(reference(pod, f"spec.containers{{{record.observed.name}}}"), "Normal",
+                                         "Killing", f"Stopping container {record.observed.name}")
+        await self.ctx.launcher.teardown(self.uid, [r.runtime_id for r in self.records.values() if r.runtime_id], grace)
+        if pod is not None:
+            await self._remove_object(pod)
+
+    async def _remove_object(self, pod: Obj) -> None:
+        meta = pod["metadata"]
+        try:
+            await self.ctx.client.delete(path(PODS, meta["namespace"], meta["name"]),
+                                         {"gracePeriodSeconds": 0, "preconditions": {"uid": self.uid}})
+        except ApiError as e:
+            if e.code not in (404, 409):
+                raise
+
+
+def _terminated(o: Observed) -> Obj:
+    term: Obj = {"exitCode": o.exit_code, "reason": o.reason, "startedAt": o.started_at, "finishedAt": o.finished_at,
+                 "containerID": o.container_id}
+    return {k: v for k, v in term.items() if v not in ("", None)} | {"exitCode": o.exit_code}
+
