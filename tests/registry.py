@@ -141,17 +141,17 @@ class LocalRegistry:
 
 
 @pytest.fixture(scope="session")
-def test_images() -> Path:
+def built_images() -> Path:
     return build_test_images()
 
 
 @pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory, test_images: Path) -> Iterator[LocalRegistry]:
+def registry(tmp_path_factory: pytest.TempPathFactory, built_images: Path) -> Iterator[LocalRegistry]:
     """A registry shared by the session's tests, holding busybox and nginx."""
     base = tmp_path_factory.mktemp("registry")
     local = LocalRegistry(base / "storage")
     try:
-        local.start().push(test_images)
+        local.start().push(built_images)
         yield local
     finally:
         local.stop()
@@ -159,11 +159,11 @@ def registry(tmp_path_factory: pytest.TempPathFactory, test_images: Path) -> Ite
 
 
 @pytest.fixture
-def own_registry(tmp_path: Path, test_images: Path) -> Iterator[LocalRegistry]:
+def own_registry(tmp_path: Path, built_images: Path) -> Iterator[LocalRegistry]:
     """A registry of the test's own, to stop or damage."""
     local = LocalRegistry(tmp_path / "own-registry", access_log=True)
     try:
-        local.start().push(test_images)
+        local.start().push(built_images)
         yield local
     finally:
         local.stop()

@@ -35,6 +35,7 @@ class Cluster:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     extra_args: tuple[str, ...] = ()
+    command: str = "server"  # or "up": control plane and a node agent in one process
 
     @property
     def kubeconfig(self) -> Path:
@@ -46,7 +47,10 @@ class Cluster:
 
     def start(self, timeout: float = 30.0) -> None:
         log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")
-        self.proc = subprocess.Popen([*TINYKUBE, "server", "--data-dir", str(self.data_dir), "--port", str(self.port), *self.extra_args],
+        args = [*TINYKUBE, self.command, "--data-dir", str(self.data_dir), "--port", str(self.port), *self.extra_args]
+        if self.command == "up":
+            args.append("--no-kubeconfig")
+        self.proc = subprocess.Popen(args,
                                      stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.cluster import Cluster
+from tests.registry import built_images, registry  # noqa: F401 (fixtures used by name)
 
 
 @pytest.fixture(scope="session")

@@ -30,13 +30,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from tests.registry import LocalRegistry, free_port, own_registry, registry, requires_registry, test_images
+from tests.registry import LocalRegistry, built_images, free_port, own_registry, registry, requires_registry
 from tinykube.cli import image as image_cli
 from tinykube.node.runtime.images import ImageStore, PullError
 from tinykube.node.runtime.registry import OCI_INDEX, Hosts, media_type
 
 pytestmark = [pytest.mark.slow, requires_registry]
-__all__ = ["own_registry", "registry", "test_images"]  # fixtures, used by name
+__all__ = ["built_images", "own_registry", "registry"]  # fixtures, used by name
 
 SERVICE = "tinykube-test-registry"
 ISSUER = "tinykube-test-token-server"
@@ -188,12 +188,12 @@ def docker_save(layout: Path, dest: Path, tag: str) -> Path:
     return dest
 
 
-def test_load_the_builders_archives(tmp_path: Path, test_images: Path) -> None:
+def test_load_the_builders_archives(tmp_path: Path, built_images: Path) -> None:
     store = ImageStore(tmp_path / "images")
-    assert store.load_archive(test_images / "busybox.tar") == ["docker.io/library/busybox:latest",
+    assert store.load_archive(built_images / "busybox.tar") == ["docker.io/library/busybox:latest",
                                                                 "docker.io/library/busybox:1.36"]
     oci = store.get("busybox:1.36")
-    saved = docker_save(test_images / "busybox", tmp_path / "saved.tar", "example.com/busybox:saved")
+    saved = docker_save(built_images / "busybox", tmp_path / "saved.tar", "example.com/busybox:saved")
     assert store.load_archive(saved) == ["example.com/busybox:saved"]
     from_docker = store.get("example.com/busybox:saved")
     assert oci is not None and from_docker is not None

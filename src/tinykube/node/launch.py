@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 PULL_BACKOFF_START = 10.0  # seconds: the kubelet's image pull back-off doubles from here
 PULL_BACKOFF_MAX = 300.0
+RESYNC_AFTER_ERROR = 1.0  # seconds: the pod worker re-syncs soon after a failed pull and then reports the back-off
 CLUSTER_DNS = "10.43.0.10"
 CLUSTER_DOMAIN = "cluster.local"
 LOG_ROOT = "/var/log/pods"
@@ -154,7 +155,7 @@ class Launcher:
             message = e.cri_message if isinstance(e, PullError) else str(e)
             self.recorder.record(ref, "Warning", "Failed", f'Failed to pull image "{name}": {message}')
             self.recorder.record(ref, "Warning", "Failed", "Error: ErrImagePull")
-            raise LaunchError("ErrImagePull", message, delay) from e
+            raise LaunchError("ErrImagePull", message, RESYNC_AFTER_ERROR) from e
         self._pull_backoff.pop(key, None)
         if ensured.pulled:
             took = ensured.duration

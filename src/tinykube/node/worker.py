@@ -141,6 +141,8 @@ class PodWorker:
     async def _sync_container(self, pod: Obj, container: Obj) -> None:
         name = container["name"]
         record = self.records.setdefault(name, ContainerRecord(Observed(name, container["image"])))
+        if record.observed.image != container["image"]:
+            await self._replace_image(pod, container, record)
         state = record.observed.state
         if state == "running":
             return
@@ -149,6 +151,18 @@ class PodWorker:
         if time.monotonic() < record.retry_at:
             return
         await self._start(pod, container, record)
+
+    async def _replace_image(self, pod: Obj, container: Obj, record: ContainerRecord) -> None:
+        """A new image (the one mutable part of a container): restart with it, skipping any back-off."""
+        o = record.observed
+        if o.state == "running":
+            self.ctx.recorder.record(reference(pod, f"spec.containers{{{o.name}}}"), "Normal", "Killing",
+                                     f"Container {o.name} definition changed, will be restarted")
+            await self.ctx.launcher.runtime.stop(record.runtime_id, pod["spec"].get("terminationGracePeriodSeconds", 30))
+        record.observed = Observed(o.name, container["image"], "waiting", "ContainerCreating",
+                                   restart_count=o.restart_count, last_terminated=o.last_terminated)
+        record.retry_at = 0.0
+        record.backoff = 0.0
 
     def _should_restart(self, pod: Obj, record: ContainerRecord) -> bool:
         policy = pod["spec"].get("restartPolicy", "Always")

@@ -306,7 +306,7 @@ def _connect_error(method: str, url: str, exc: Exception) -> RegistryError:
 
 
 async def _answer(resp: aiohttp.ClientResponse) -> str:
-    """The registry's error body as ``CODE: message`` lines, or its status line."""
+    """The registry's error body as ``CODE: message`` pairs, or "" when it sent none."""
     try:
         errors = orjson.loads(await resp.read()).get("errors") or []
         return "; ".join(f"{e.get('code', '')}: {e.get('message', '')}" for e in errors) or ""
@@ -373,22 +373,20 @@ class RegistryClient:
             return expected or digest_of(body), media_type(body, resp.headers.get("Content-Type", "")), body
 
     async def get_blob(self, registry: str, repository: str, blob: Descriptor, dest: Path) -> None:
-        """Streams a blob into ``dest`` (replacing it atomically), refusing a wrong digest or size."""
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{id(blob)}.part")
-        async with self._first_found(registry, repository, "pull", f"blobs/{blob.digest}", {},
-                                     None) as resp:
+        """Streams a blob into the new file ``dest``; a wrong digest or size, or any failure, removes it."""
+        async with self._first_found(registry, repository, "pull", f"blobs/{blob.digest}", {}, None) as resp:
             hasher = new_hasher(blob.digest)
             size = 0
             try:
-                with open(tmp, "wb") as out:
+                with open(dest, "xb") as out:
                     async for chunk in resp.content.iter_chunked(CHUNK):
                         hasher.update(chunk)
                         out.write(chunk)
                         size += len(chunk)
                 _check_blob(blob, f"{hasher.name}:{hasher.hexdigest()}", size)
-                os.replace(tmp, dest)
-            finally:
-                tmp.unlink(missing_ok=True)
+            except BaseException:
+                dest.unlink(missing_ok=True)
+                raise
 
     async def _read_manifest(self, resp: aiohttp.ClientResponse) -> bytes:
         body = await resp.content.read(MAX_MANIFEST_BYTES + 1)

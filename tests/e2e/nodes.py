@@ -1,0 +1,76 @@
+"""``tinykube up`` with a real node agent, for the tests that run real containers.
+
+Each node gets its own data dir, a short run dir (conmon's socket paths must fit 108 bytes), its
+own bridge and kubelet port, and the local test registry as its docker.io mirror.  Teardown
+deletes every pod through the API while the agent still runs (so the agent tears them down),
+stops the process by PID, and then removes anything a crash could have left: runc containers
+and conmon processes of its runc root, sandbox pins and mounts, the bridge, pod cgroups.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.e2e.cluster import Cluster, free_port
+from tests.registry import LocalRegistry
+from tinykube.node.runtime import cgroups, mounts
+
+BRIDGE = "tke2e0"
+
+
+def start_node_cluster(base: Path, registry: LocalRegistry) -> tuple[Cluster, Path]:
+    data = base / "data"
+    registry.mirror_docker_io(data / "registries")
+    run_dir = Path(tempfile.mkdtemp(prefix="tk-", dir="/run"))
+    cluster = Cluster(data, command="up", extra_args=(
+        "--run-dir", str(run_dir), "--bridge", BRIDGE, "--kubelet-port", str(free_port()), "--node-name", "node-1"))
+    cluster.start()
+    return cluster, run_dir
+
+
+def stop_node_cluster(cluster: Cluster, run_dir: Path) -> None:
+    """Everything goes, even after a failed test or a crashed agent."""
+    try:
+        if cluster.proc is not None and cluster.proc.poll() is None:
+            cluster.kubectl("delete", "pods", "--all", "-A", "--grace-period=0", "--force", "--timeout=60s", check=False)
+    finally:
+        cluster.stop()
+        _remove_leftovers(run_dir)
+
+
+def _remove_leftovers(run_dir: Path) -> None:
+    sandboxes = run_dir / "sandboxes"
+    ours = {d.name for d in sandboxes.iterdir() if d.is_dir()} if sandboxes.exists() else set()
+    runc_root = run_dir / "runc"
+    if runc_root.exists():
+        listed = subprocess.run(["runc", "--root", str(runc_root), "list", "-q"], capture_output=True, text=True)
+        for cid in listed.stdout.split():
+            subprocess.run(["runc", "--root", str(runc_root), "delete", "--force", cid], capture_output=True)
+    for pidfile in (run_dir / "containers").glob("*/conmon.pid") if (run_dir / "containers").exists() else []:
+        try:
+            os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
+        except (ValueError, ProcessLookupError):
+            pass
+    for line in reversed(Path("/proc/mounts").read_text().splitlines()):
+        target = line.split()[1]
+        if target.startswith(str(run_dir)):
+            mounts.unmount(Path(target))
+    subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
+    for pod in cgroups.list_pod_cgroups():
+        if pod.uid in ours:
+            cgroups.remove_pod_cgroup(pod.uid)
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def node_cluster_fixture(base: Path, registry: LocalRegistry) -> Iterator[Cluster]:
+    cluster, run_dir = start_node_cluster(base, registry)
+    try:
+        yield cluster
+    finally:
+        stop_node_cluster(cluster, run_dir)

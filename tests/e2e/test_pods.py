@@ -1,0 +1,175 @@
+"""Pods run as real containers: `tinykube up`, the real kubectl, runc under conmon, CNI, a local registry.
+
+Traffic goes only to 127.0.0.1 (API, registry) and to pod IPs in namespaces tinykube made.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.cluster import Cluster
+from tests.e2e.nodes import node_cluster_fixture
+from tests.registry import LocalRegistry, requires_registry
+
+pytestmark = [pytest.mark.slow, requires_registry]
+
+WAIT = 30.0  # seconds any single expectation may take
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory, registry: LocalRegistry) -> Iterator[Cluster]:
+    yield from node_cluster_fixture(tmp_path_factory.mktemp("node"), registry)
+
+
+def pod(node: Cluster, name: str, ns: str = "default") -> dict[str, Any]:
+    return json.loads(node.kubectl("-n", ns, "get", "pod", name, "-o", "json").stdout)
+
+
+def eventually(check: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def status_column(node: Cluster, name: str) -> str:
+    out = node.kubectl("get", "pod", name, "--no-headers", check=False).stdout.split()
+    return out[2] if len(out) > 2 else ""
+
+
+def busybox_pod(name: str, script: str, restart: str = "Always", image: str = "busybox:1.36") -> str:
+    return json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                       "spec": {"restartPolicy": restart, "terminationGracePeriodSeconds": 1,
+                                "containers": [{"name": "main", "image": image, "command": ["sh", "-c", script]}]}})
+
+
+def test_nginx_pod_runs_and_serves(node: Cluster) -> None:
+    node.kubectl("apply", "-f", "nginx-pod.yaml")
+    started = time.monotonic()
+    node.kubectl("wait", "--for=condition=Ready", "pod/nginx-pod", "--timeout=60s")
+    took = time.monotonic() - started
+    p = pod(node, "nginx-pod")
+    ip = p["status"]["podIP"]
+    assert ip.startswith("10.42.") and p["spec"]["nodeName"] == "node-1"
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(f"http://{ip}/", timeout=5) as resp:
+        assert b"Welcome to nginx!" in resp.read()
+    wide = node.kubectl("get", "pods", "-o", "wide").stdout
+    assert ip in wide and "node-1" in wide and "Running" in wide
+    describe = node.kubectl("describe", "pod", "nginx-pod").stdout
+    rows = describe.split("Events:")[1].splitlines()
+    reasons = [line.split()[1] for line in rows if line.strip().startswith(("Normal", "Warning"))]
+    assert reasons[0] == "Scheduled", describe
+    assert [r for r in reasons if r in ("Pulled", "Created", "Started")] == ["Pulled", "Created", "Started"], describe
+    eventually(lambda: "GET / HTTP/1.1" in node.kubectl("logs", "nginx-pod").stdout, "the curl in the access log")
+    print(f"nginx-pod Ready {took:.2f} s after apply (first pull included on a cold node)")
+
+
+def test_exit_zero_with_never_completes(node: Cluster) -> None:
+    node.kubectl("apply", "-f", "-", input=busybox_pod("once", "echo done", "Never"))
+    eventually(lambda: status_column(node, "once") == "Completed", "Completed")
+    assert pod(node, "once")["status"]["phase"] == "Succeeded"
+    assert node.kubectl("logs", "once").stdout == "done\n"
+    node.kubectl("delete", "pod", "once")
+
+
+def test_crash_loop_backs_off_and_keeps_previous_logs(node: Cluster) -> None:
+    node.kubectl("apply", "-f", "-", input=busybox_pod("crasher", "echo run at $(date +%s%N); exit 1"))
+    eventually(lambda: status_column(node, "crasher") == "CrashLoopBackOff", "CrashLoopBackOff")
+    restarts = eventually(lambda: pod(node, "crasher")["status"]["containerStatuses"][0]["restartCount"] >= 1, "a restart")
+    assert restarts
+    state = pod(node, "crasher")["status"]["containerStatuses"][0]
+    assert state["lastState"]["terminated"]["exitCode"] == 1
+    previous = node.kubectl("logs", "crasher", "--previous").stdout
+    assert previous.startswith("run at ")
+    assert "BackOff" in node.kubectl("describe", "pod", "crasher").stdout
+    node.kubectl("delete", "pod", "crasher")
+
+
+def test_on_failure_restarts_only_failures(node: Cluster) -> None:
+    node.kubectl("apply", "-f", "-", input=busybox_pod("fails-once", "test -e /tmp/x && exit 0; touch /tmp/x; exit 2",
+                                                      "OnFailure"))
+    # the writable layer survives in the same attempt only, so the retry fails too: restarts grow
+    eventually(lambda: pod(node, "fails-once")["status"]["containerStatuses"][0]["restartCount"] >= 1, "a restart")
+    node.kubectl("apply", "-f", "-", input=busybox_pod("ok-once", "exit 0", "OnFailure"))
+    eventually(lambda: status_column(node, "ok-once") == "Completed", "Completed")
+    assert pod(node, "ok-once")["status"]["containerStatuses"][0]["restartCount"] == 0
+    node.kubectl("delete", "pod", "fails-once", "ok-once")
+
+
+def test_missing_image_then_fixed(node: Cluster) -> None:
+    node.kubectl("apply", "-f", "-", input=busybox_pod("pull", "sleep 3600", image="busybox:does-not-exist"))
+    eventually(lambda: status_column(node, "pull") in ("ErrImagePull", "ImagePullBackOff"), "ErrImagePull")
+    eventually(lambda: status_column(node, "pull") == "ImagePullBackOff", "ImagePullBackOff")
+    events = node.kubectl("get", "events", "--field-selector", "involvedObject.name=pull").stdout
+    assert "Failed to pull image" in events and "not found" in events, events
+    node.kubectl("apply", "-f", "-", input=busybox_pod("pull", "sleep 3600"))
+    node.kubectl("wait", "--for=condition=Ready", "pod/pull", "--timeout=60s")
+    node.kubectl("delete", "pod", "pull")
+
+
+def _leftovers(uid: str) -> list[str]:
+    found = []
+    if any(uid in line for line in Path("/proc/mounts").read_text().splitlines()):
+        found.append("mount")
+    if list(Path("/sys/fs/cgroup/memory/tinykube").glob(f"*/pod{uid}")):
+        found.append("cgroup")
+    conmons = subprocess.run(["pgrep", "-a", "conmon"], capture_output=True, text=True).stdout
+    if uid in conmons:
+        found.append("conmon")
+    return found
+
+
+def test_delete_removes_everything(node: Cluster) -> None:
+    node.kubectl("apply", "-f", "-", input=busybox_pod("doomed", "trap 'exit 0' TERM; sleep 3600 & wait"))
+    node.kubectl("wait", "--for=condition=Ready", "pod/doomed", "--timeout=60s")
+    uid = pod(node, "doomed")["metadata"]["uid"]
+    ip = pod(node, "doomed")["status"]["podIP"]
+    node.kubectl("delete", "pod", "doomed")
+    assert node.kubectl("get", "pod", "doomed", check=False).returncode != 0
+    assert _leftovers(uid) == []
+    run_dir = Path(node.extra_args[node.extra_args.index("--run-dir") + 1])
+    runc = subprocess.run(["runc", "--root", str(run_dir / "runc"), "list", "-q"], capture_output=True, text=True).stdout
+    assert uid not in runc
+    assert not (run_dir / "sandboxes" / uid).exists()
+    cni_ips = [p.name for p in (run_dir / "cni").rglob("*") if p.is_file()]
+    assert ip not in cni_ips
+
+
+def test_agent_sigkill_keeps_containers(node: Cluster) -> None:
+    node.kubectl("apply", "-f", "-", input=busybox_pod("survivor", "sleep 3600"))
+    node.kubectl("wait", "--for=condition=Ready", "pod/survivor", "--timeout=60s")
+    before = pod(node, "survivor")["status"]["containerStatuses"][0]
+    pids = subprocess.run(["pgrep", "-f", "sleep 3600"], capture_output=True, text=True).stdout.split()
+    node.stop(signal.SIGKILL)
+    node.start()
+    time.sleep(2)
+    after = pod(node, "survivor")["status"]["containerStatuses"][0]
+    assert after["containerID"] == before["containerID"] and after["restartCount"] == 0
+    assert after["state"].get("running")
+    assert subprocess.run(["pgrep", "-f", "sleep 3600"], capture_output=True, text=True).stdout.split() == pids
+    node.kubectl("delete", "pod", "survivor")
+
+
+def test_too_big_stays_pending(node: Cluster) -> None:
+    big = json.loads(busybox_pod("huge", "sleep 1"))
+    big["spec"]["containers"][0]["resources"] = {"requests": {"memory": "100Ti"}}
+    node.kubectl("apply", "-f", "-", input=json.dumps(big))
+    eventually(lambda: "FailedScheduling" in node.kubectl("describe", "pod", "huge").stdout, "FailedScheduling")
+    describe = node.kubectl("describe", "pod", "huge").stdout
+    assert "0/1 nodes are available: 1 Insufficient memory." in describe
+    assert pod(node, "huge")["status"]["phase"] == "Pending"
+    node.kubectl("delete", "pod", "huge")
+
