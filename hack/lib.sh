@@ -1,6 +1,10 @@
 # Shared by hack/up and hack/test: installs every prerequisite, never by hand.
 
-APT_RUNTIME="python3 python3-venv python3-dev gcc ca-certificates"
+# The runtime (runc under conmon, CNI plugins, nftables/iptables for port mappings), the local
+# registry and the tools that build the stand-in images from Debian packages.
+APT_PACKAGES="python3 python3-venv python3-dev gcc ca-certificates curl iproute2 util-linux runc conmon
+  containernetworking-plugins nftables iptables busybox-static docker-registry mmdebstrap"
+IMAGE_CACHE=/var/cache/tinykube-test-images
 
 apt_install() {
   local missing=()
@@ -12,7 +16,8 @@ apt_install() {
 }
 
 install_runtime() {
-  apt_install $APT_RUNTIME
+  # shellcheck disable=SC2086
+  apt_install $APT_PACKAGES
   command -v kubectl >/dev/null || { echo "kubectl is required (our machines ship it)" >&2; exit 1; }
   if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
@@ -24,4 +29,6 @@ install_runtime() {
 install_test() {
   install_runtime
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
+  # busybox and nginx stand-ins, built once from Debian packages and cached
+  hack/build-test-images "$IMAGE_CACHE" >/dev/null
 }

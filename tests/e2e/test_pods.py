@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from tests.e2e.cluster import Cluster
+from tests.e2e.cluster import EXAMPLES, Cluster
 from tests.e2e.nodes import node_cluster_fixture
 from tests.registry import LocalRegistry, requires_registry
 
@@ -173,3 +174,42 @@ def test_too_big_stays_pending(node: Cluster) -> None:
     assert pod(node, "huge")["status"]["phase"] == "Pending"
     node.kubectl("delete", "pod", "huge")
 
+
+
+def test_pods_reach_each_other_and_host_port(node: Cluster) -> None:
+    node.kubectl("apply", "-f", "-", input=json.dumps(_nginx_with_host_port()))
+    node.kubectl("wait", "--for=condition=Ready", "pod/hostport-web", "--timeout=60s")
+    ip = pod(node, "hostport-web")["status"]["podIP"]
+    node.kubectl("apply", "-f", "-", input=busybox_pod("client", f"wget -qO- http://{ip}/ && sleep 3600"))
+    eventually(lambda: "Welcome to nginx!" in node.kubectl("logs", "client", check=False).stdout, "pod-to-pod fetch")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open("http://127.0.0.1:30080/", timeout=5) as resp:
+        assert b"Welcome to nginx!" in resp.read()
+    node.kubectl("delete", "pod", "hostport-web", "client")
+
+
+def _nginx_with_host_port() -> dict[str, Any]:
+    doc = yaml.safe_load((EXAMPLES / "nginx-pod.yaml").read_text())
+    doc["metadata"]["name"] = "hostport-web"
+    doc["spec"]["containers"][0]["ports"][0]["hostPort"] = 30080
+    return doc
+
+
+def test_logs_options(node: Cluster) -> None:
+    node.kubectl("apply", "-f", "-", input=busybox_pod("talker", "for i in 1 2 3 4 5; do echo line $i; done; sleep 2; "
+                                                                 "echo late; sleep 3600"))
+    node.kubectl("wait", "--for=condition=Ready", "pod/talker", "--timeout=60s")
+    eventually(lambda: "line 5" in node.kubectl("logs", "talker").stdout, "the first lines")
+    assert node.kubectl("logs", "talker", "--tail=2").stdout.splitlines()[-1] in ("line 5", "late")
+    assert node.kubectl("logs", "talker", "--limit-bytes=4").stdout == "line"
+    assert "line 1" in node.kubectl("logs", "talker", "--since=1h").stdout
+    stamped = node.kubectl("logs", "talker", "--timestamps", "--tail=1").stdout
+    assert stamped[:4].isdigit() and "Z " in stamped
+    follower = node.popen("logs", "-f", "talker")
+    try:
+        time.sleep(1)
+        node.kubectl("delete", "pod", "talker", "--grace-period=1")
+        out, _ = follower.communicate(timeout=30)
+    finally:
+        follower.kill()
+    assert "line 1" in out and "late" in out

@@ -24,6 +24,7 @@ from tinykube.node.runtime import cgroups
 from tinykube.node.runtime.cgroups import Resources
 from tinykube.node.runtime.containers import ContainerSpec, ContainerStatus, Runtime
 from tinykube.node.runtime.images import Image, ImageError, ImageNeverPull, ImageStore, PullError
+from tinykube.node.runtime.cni import PortMapping
 from tinykube.node.runtime.sandbox import DnsConfig, Sandboxes
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,12 @@ def container_id(uid: str, name: str, attempt: int) -> str:
     return f"{uid}-{name}-{attempt}"
 
 
+def host_ports(pod: Obj) -> list[PortMapping]:
+    """The pod's hostPort mappings, for the portmap CNI plugin."""
+    return [PortMapping(p["hostPort"], p["containerPort"], p.get("protocol", "TCP").lower(), p.get("hostIP", ""))
+            for c in pod["spec"].get("containers", []) for p in c.get("ports") or [] if p.get("hostPort")]
+
+
 def dns_config(pod: Obj) -> DnsConfig:
     """resolv.conf for ClusterFirst (the default): cluster DNS and the search path of the namespace."""
     ns = pod["metadata"]["namespace"]
@@ -93,7 +100,7 @@ class Launcher:
         qos = (pod.get("status") or {}).get("qosClass", "BestEffort")
         await asyncio.to_thread(cgroups.ensure_pod_cgroup, uid, qos)
         hostname = pod["spec"].get("hostname") or pod["metadata"]["name"]
-        sandbox = await self.sandboxes.create(uid, hostname[:63], dns_config(pod), [])
+        sandbox = await self.sandboxes.create(uid, hostname[:63], dns_config(pod), [], port_mappings=host_ports(pod))
         self._sandbox_ips[uid] = sandbox.ip
         return sandbox.ip
 
