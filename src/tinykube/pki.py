@@ -62,6 +62,11 @@ class Pki:
     def kubelet_client_key(self) -> str:
         return os.path.join(self.directory, "apiserver-kubelet-client.key")
 
+    @property
+    def service_account_key(self) -> str:
+        """The key that signs service-account tokens (kube-apiserver's --service-account-signing-key-file)."""
+        return os.path.join(self.directory, "sa.key")
+
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
@@ -87,10 +92,7 @@ def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurve
 def _load_ca(pki: Pki) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     with open(pki.ca_cert, "rb") as f:
         cert = x509.load_pem_x509_certificate(f.read())
-    with open(pki.ca_key, "rb") as f:
-        key = serialization.load_pem_private_key(f.read(), None)
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
-    return cert, key
+    return cert, load_key(pki.ca_key)
 
 
 def _create_ca(pki: Pki) -> None:
@@ -157,7 +159,18 @@ def ensure(directory: str, bind: str) -> Pki:
     if not os.path.exists(pki.kubelet_client_cert):
         issue(pki, "kube-apiserver-kubelet-client", ["system:masters"], cert_path=pki.kubelet_client_cert,
               key_path=pki.kubelet_client_key)
+    if not os.path.exists(pki.service_account_key):
+        _write(pki.service_account_key, _key_pem(_new_key()), private=True)
     return pki
+
+
+def load_key(path: str) -> ec.EllipticCurvePrivateKey:
+    """An EC private key from a PEM file this module wrote (the service-account signing key)."""
+    with open(path, "rb") as f:
+        key = serialization.load_pem_private_key(f.read(), None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{path}: not an EC private key")
+    return key
 
 
 def self_signed(common_name: str, server_names: list[str], cert_path: str, key_path: str) -> None:

@@ -213,3 +213,49 @@ def test_logs_options(node: Cluster) -> None:
     finally:
         follower.kill()
     assert "line 1" in out and "late" in out
+
+
+def test_init_containers_run_in_order(node: Cluster) -> None:
+    manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "inits"},
+                "spec": {"terminationGracePeriodSeconds": 1,
+                         "initContainers": [{"name": "first", "image": "busybox:1.36", "command": ["sh", "-c", "echo one; sleep 2"]},
+                                            {"name": "second", "image": "busybox:1.36", "command": ["sh", "-c", "echo two; sleep 2"]}],
+                         "containers": [{"name": "app", "image": "busybox:1.36", "command": ["sleep", "3600"]}]}}
+    watcher = node.popen("get", "pods", "-w", "--no-headers")
+    try:
+        node.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+        node.kubectl("wait", "--for=condition=Ready", "pod/inits", "--timeout=60s")
+        time.sleep(1)
+    finally:
+        watcher.terminate()
+        out, _ = watcher.communicate(timeout=10)
+    seen: list[str] = []
+    for line in out.splitlines():
+        if not line.startswith("inits "):
+            continue
+        status = line.split()[2]
+        if not seen or seen[-1] != status:
+            seen.append(status)
+    assert [s for s in seen if s in ("Init:0/2", "Init:1/2", "PodInitializing", "Running")] == \
+        ["Init:0/2", "Init:1/2", "PodInitializing", "Running"], out
+    assert node.kubectl("logs", "inits", "-c", "second").stdout == "two\n"
+    node.kubectl("delete", "pod", "inits")
+
+
+def test_tutorial_init_demo_waits_for_services(node: Cluster) -> None:
+    node.kubectl("apply", "-f", "init-demo.yaml")
+    eventually(lambda: "waiting for myservice" in node.kubectl("logs", "init-demo", "-c", "init-myservice",
+                                                               check=False).stdout, "waiting for myservice")
+    assert status_column(node, "init-demo") == "Init:0/2"
+    node.kubectl("delete", "pod", "init-demo", "--grace-period=1")
+
+
+def test_failed_init_with_never_fails_the_pod(node: Cluster) -> None:
+    manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "badinit"},
+                "spec": {"restartPolicy": "Never",
+                         "initContainers": [{"name": "boom", "image": "busybox:1.36", "command": ["sh", "-c", "exit 3"]}],
+                         "containers": [{"name": "app", "image": "busybox:1.36", "command": ["true"]}]}}
+    node.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    eventually(lambda: status_column(node, "badinit") == "Init:Error", "Init:Error")
+    assert pod(node, "badinit")["status"]["phase"] == "Failed"
+    node.kubectl("delete", "pod", "badinit")

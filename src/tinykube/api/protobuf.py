@@ -105,10 +105,19 @@ _MESSAGES: dict[str, tuple[tuple[int, str, str], ...]] = {
     "LoadBalancerIngress": ((1, "ip,omitempty", "string"), (2, "hostname,omitempty", "string"),
                             (3, "ipMode,omitempty", "*string"), (4, "ports,omitempty", "[]PortStatus")),
     "PortStatus": ((1, "port", "int32"), (2, "protocol", "string"), (3, "error,omitempty", "*string")),
+    # k8s.io/api/authentication/v1 (``kubectl create token``)
+    "TokenRequest": ((1, "metadata,omitempty", "ObjectMeta"), (2, "spec", "TokenRequestSpec"),
+                     (3, "status,omitempty", "TokenRequestStatus")),
+    "TokenRequestSpec": ((1, "audiences", "[]string"), (4, "expirationSeconds", "*int64"),
+                         (3, "boundObjectRef", "*BoundObjectReference")),
+    "BoundObjectReference": ((1, "kind,omitempty", "string"), (2, "apiVersion,omitempty", "string"),
+                             (3, "name,omitempty", "string"), (4, "uid,omitempty", "string")),
+    "TokenRequestStatus": ((1, "token", "string"), (2, "expirationTimestamp", "Time")),
 }
 
 # (apiVersion, kind) -> top-level message.  Other kinds (Pod, ...) kubectl sends as JSON.
 _KINDS = {("v1", kind): kind for kind in ("ConfigMap", "Secret", "Namespace", "ServiceAccount", "Service")}
+_KINDS[("authentication.k8s.io/v1", "TokenRequest")] = "TokenRequest"
 
 
 def decode(body: bytes) -> dict[str, Any]:

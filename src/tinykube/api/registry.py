@@ -95,6 +95,7 @@ RESOURCES: tuple[ResourceType, ...] = (
                  storage="/registry/minions"),
     ResourceType("events.k8s.io", "v1", "events", "Event", True, "event", ("ev",), storage="/registry/events"),
     ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True, "lease"),
+    ResourceType("storage.k8s.io", "v1", "storageclasses", "StorageClass", False, "storageclass", ("sc",)),
 )
 
 

@@ -185,6 +185,15 @@ _PV_COLUMNS = (
     AGE,
     _wide("VolumeMode", _core("PersistentVolumeSpec", "volumeMode")),
 )
+_STORAGE = "io.k8s.api.storage.v1.StorageClass"
+_STORAGE_CLASS_COLUMNS = (
+    NAME,
+    _Column("Provisioner", (_STORAGE, "provisioner")),
+    _Column("ReclaimPolicy", (_STORAGE, "reclaimPolicy")),
+    _Column("VolumeBindingMode", (_STORAGE, "volumeBindingMode")),
+    _Column("AllowVolumeExpansion", (_STORAGE, "allowVolumeExpansion")),
+    AGE,
+)
 _NODE_COLUMNS = (
     NAME,
     _Column("Status", "The status of the node"),
@@ -543,6 +552,20 @@ def _pvc_cells(pvc: Obj, now: datetime) -> list[Any]:
             spec.get("volumeAttributesClassName") or "<unset>", _age(pvc, now), spec.get("volumeMode") or "<unset>"]
 
 
+_DEFAULT_CLASS_ANNOTATIONS = ("storageclass.kubernetes.io/is-default-class",
+                              "storageclass.beta.kubernetes.io/is-default-class")
+
+
+def _storage_class_cells(sc: Obj, now: datetime) -> list[Any]:
+    """``printStorageClass``: `` (default)`` after a default class's name; unset policies print their defaults."""
+    annotations = (sc.get("metadata") or {}).get("annotations") or {}
+    name = _name(sc)
+    if any(annotations.get(key) == "true" for key in _DEFAULT_CLASS_ANNOTATIONS):
+        name += " (default)"
+    return [name, sc.get("provisioner", ""), sc.get("reclaimPolicy") or "Delete",
+            sc.get("volumeBindingMode") or "Immediate", bool(sc.get("allowVolumeExpansion")), _age(sc, now)]
+
+
 # --- the printer table -----------------------------------------------------------------------
 
 
@@ -584,6 +607,7 @@ _PRINTERS: dict[tuple[str, str], _Printer] = {
     ("", "persistentvolumeclaims"): _Printer(_PVC_COLUMNS, _pvc_cells),
     ("", "persistentvolumes"): _Printer(_PV_COLUMNS, _pv_cells),
     ("", "nodes"): _Printer(_NODE_COLUMNS, _node_cells),
+    ("storage.k8s.io", "storageclasses"): _Printer(_STORAGE_CLASS_COLUMNS, _storage_class_cells),
     ("coordination.k8s.io", "leases"): _simple(
         _Column("Holder", ("io.k8s.api.coordination.v1.LeaseSpec", "holderIdentity")))(
         lambda lease: [(lease.get("spec") or {}).get("holderIdentity") or ""]),

@@ -16,11 +16,12 @@ from aiohttp import web
 
 from tinykube.api import openapi, openapi_v2
 from tinykube.api.errors import ApiError, internal, method_not_allowed
-from tinykube.apiserver import discovery, rest, watch
+from tinykube.apiserver import discovery, rest, tokenrequest, watch
 from tinykube.apiserver.auth import Authenticator
 from tinykube.apiserver.nodeproxy import NodeProxy
 from tinykube.apiserver.requests import RequestInfo, json_response, query_flag, request_info
 from tinykube.apiserver.storage import Storage
+from tinykube.apiserver.tokens import ServiceAccountTokens
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ STORAGE: web.AppKey[Storage] = web.AppKey("storage", Storage)
 AUTH: web.AppKey[Authenticator] = web.AppKey("auth", Authenticator)
 NODE_PROXY: web.AppKey[NodeProxy] = web.AppKey("node_proxy", NodeProxy)
 CA_FILE: web.AppKey[str] = web.AppKey("ca_file", str)
+TOKENS: web.AppKey[ServiceAccountTokens] = web.AppKey("tokens", ServiceAccountTokens)
 
 VERSION = {
     "major": "1", "minor": "32", "gitVersion": "v1.32.4+tinykube", "gitCommit": "tinykube", "gitTreeState": "clean",
@@ -42,7 +44,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Authenticate, run the handler, and turn every failure into a ``Status``."""
     try:
-        request.app[AUTH].authenticate(request)
+        await request.app[AUTH].authenticate(request)
         return await handler(request)
     except ApiError as e:
         return json_response(orjson.dumps(e.status()), e.code)
@@ -136,6 +138,8 @@ async def dispatch(request: web.Request, info: RequestInfo) -> web.StreamRespons
     method = request.method
     if info.subresource == "binding" and method == "POST":
         return await rest.bind(request, storage, info)
+    if info.subresource == "token" and method == "POST":
+        return await tokenrequest.create(request, storage, request.app[TOKENS], info)
     if info.subresource == "log" and method == "GET":
         return await request.app[NODE_PROXY].logs(request, storage, info)
     if info.subresource in ("", "status", "finalize"):
@@ -165,13 +169,15 @@ async def _collection(request: web.Request, storage: Storage, info: RequestInfo)
     raise method_not_allowed()
 
 
-def build(storage: Storage, auth: Authenticator, node_proxy: NodeProxy, ca_file: str) -> web.Application:
+def build(storage: Storage, auth: Authenticator, node_proxy: NodeProxy, ca_file: str,
+          tokens: ServiceAccountTokens) -> web.Application:
     """The whole API as one aiohttp application."""
     app = web.Application(middlewares=[middleware], client_max_size=4 * 1024 * 1024)
     app[STORAGE] = storage
     app[AUTH] = auth
     app[NODE_PROXY] = node_proxy
     app[CA_FILE] = ca_file
+    app[TOKENS] = tokens
 
     async def close_proxy(app: web.Application) -> None:
         await node_proxy.close()

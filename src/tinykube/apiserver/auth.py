@@ -1,23 +1,28 @@
 """Authentication: who is calling, from a verified client certificate or a bearer token.
 
 Client certificates signed by the cluster CA name the user (CN) and groups (O), as
-kube-apiserver reads them.  Bearer tokens are looked up in a table built at start: the node join
-token from the data dir and the loopback token the in-process controllers use.  Everything is
-authorised once authenticated (no RBAC yet); unauthenticated requests get 401 except on the
-health endpoints.
+kube-apiserver reads them.  Bearer tokens are looked up in a table built at start (the node join
+token from the data dir and the loopback token the in-process controllers use), then tried as
+service-account JWTs.  Everything is authorised once authenticated (no RBAC yet);
+unauthenticated requests get 401 except on the health endpoints.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import secrets
+import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from tinykube import pki
 from tinykube.api.errors import unauthorized
+from tinykube.apiserver.tokens import InvalidToken, ServiceAccountTokens
+
+log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version", "/cacerts"})
 
@@ -31,22 +36,23 @@ class User:
 class Authenticator:
     """Maps a request to a :class:`User` or raises 401."""
 
-    def __init__(self, tokens: dict[str, User]):
+    def __init__(self, tokens: dict[str, User], service_accounts: ServiceAccountTokens | None = None):
         self._tokens = tokens
+        self._service_accounts = service_accounts
 
-    def authenticate(self, request: web.Request) -> User | None:
+    async def authenticate(self, request: web.Request) -> User | None:
         """The caller, or None for an anonymous request to an open path.
 
         As kube-apiserver's union authenticator: the client certificate is tried before bearer
         tokens and the first success wins; a token that matches nothing fails the request even on
         the open paths (anonymous access only applies when no credential was offered).
         """
-        user = _from_certificate(request) or self._from_token(request)
+        user = _from_certificate(request) or await self._from_token(request)
         if user is None and request.path not in OPEN_PATHS and not request.path.startswith(("/healthz/", "/livez/", "/readyz/")):
             raise unauthorized()
         return user
 
-    def _from_token(self, request: web.Request) -> User | None:
+    async def _from_token(self, request: web.Request) -> User | None:
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
             return None
@@ -54,7 +60,18 @@ class Authenticator:
         for known, user in self._tokens.items():
             if hmac.compare_digest(known, token):
                 return user
+        if self._service_accounts is not None:
+            return await self._service_account(self._service_accounts, token)
         raise unauthorized()
+
+    async def _service_account(self, tokens: ServiceAccountTokens, token: str) -> User:
+        """The service account a JWT speaks for; why one is refused is only logged (the client sees 401)."""
+        try:
+            info = await tokens.authenticate(token, time.time())
+        except InvalidToken as e:
+            log.debug("service account token refused: %s", e)
+            raise unauthorized() from None
+        return User(info.username, info.groups)
 
 
 def _from_certificate(request: web.Request) -> User | None:

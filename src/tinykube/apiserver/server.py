@@ -24,8 +24,10 @@ from tinykube import pki
 from tinykube.apiserver.app import build
 from tinykube.apiserver.auth import Authenticator, User, load_or_create_token
 from tinykube.apiserver.nodeproxy import NodeProxy
+from tinykube.apiserver.serviceaccount_admission import ServiceAccountAdmission
 from tinykube.apiserver.services import ServiceAllocator
 from tinykube.apiserver.storage import Storage, WriteOptions
+from tinykube.apiserver.tokens import ServiceAccountTokens, storage_lookup
 from tinykube.client.rest import Credentials
 from tinykube.store.base import Store
 
@@ -114,17 +116,20 @@ async def running(config: ServerConfig) -> AsyncIterator[ControlPlane]:
     with open(paths.ca_cert, "rb") as f:
         join_token = load_or_create_token(os.path.join(config.data_dir, "token"), f.read())
     loopback_token = secrets.token_hex(24)
-    auth = Authenticator({loopback_token: User("system:apiserver", ("system:masters",)),
-                          join_token: User("system:node-joiner", ("system:nodes", "system:masters"))})
     store = open_store(config)
     await store.start()
     allocator = ServiceAllocator(store)
-    storage = Storage(store, admission=[allocator.admit], release=[allocator.release])
+    lookup_object = storage_lookup(Storage(store))  # reads only, so without admission
+    storage = Storage(store, admission=[allocator.admit, ServiceAccountAdmission(lookup_object).admit],
+                      release=[allocator.release])
+    tokens = ServiceAccountTokens(pki.load_key(paths.service_account_key), lookup_object)
+    auth = Authenticator({loopback_token: User("system:apiserver", ("system:masters",)),
+                          join_token: User("system:node-joiner", ("system:nodes", "system:masters"))}, tokens)
     runner: web.AppRunner | None = None
     try:
         await bootstrap(storage)
         proxy = NodeProxy(paths.kubelet_client_cert, paths.kubelet_client_key)
-        runner = web.AppRunner(build(storage, auth, proxy, paths.ca_cert), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        runner = web.AppRunner(build(storage, auth, proxy, paths.ca_cert, tokens), access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
         await web.TCPSite(runner, config.bind, config.port, ssl_context=ssl_context(paths), backlog=1024).start()
         loopback = Credentials(config.url, paths.ca_cert, token=loopback_token)

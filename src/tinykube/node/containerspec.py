@@ -14,16 +14,25 @@ from tinykube.api.quantity import milli_value, value
 
 CPU_PERIOD_US = 100_000  # the kernel's default CFS period, which the kubelet uses
 MIN_SHARES = 2  # cgroup v1 refuses fewer cpu.shares
+MAX_SHARES = 262144  # and more than this
 SHARES_PER_CPU = 1024
+MIN_QUOTA_US = 1000  # the kernel refuses a CFS quota under 1 ms
 
 
-def argv(container: dict[str, Any], entrypoint: list[str], cmd: list[str]) -> list[str]:
-    """The process argv: command overrides Entrypoint (and drops Cmd); args override Cmd."""
-    command = container.get("command")
-    args = container.get("args")
+def argv(container: dict[str, Any], entrypoint: list[str], cmd: list[str],
+         env: dict[str, str] | None = None) -> list[str]:
+    """The process argv: command overrides Entrypoint (and drops Cmd); args override Cmd.
+
+    With ``env`` (the container's own variables, see :func:`environment`), ``$(VAR)`` references
+    in ``command`` and ``args`` are expanded first, as ``ExpandContainerCommandAndArgs`` does;
+    the image's Entrypoint and Cmd are never expanded.
+    """
+    command, args = list(container.get("command") or []), list(container.get("args") or [])
+    if env is not None:
+        command, args = [expand(a, env) for a in command], [expand(a, env) for a in args]
     if command:
-        return list(command) + list(args or [])
-    return list(entrypoint or []) + list(args if args else cmd or [])
+        return command + args
+    return list(entrypoint or []) + (args or list(cmd or []))
 
 
 def expand(text: str, env: dict[str, str]) -> str:
@@ -50,21 +59,25 @@ def expand(text: str, env: dict[str, str]) -> str:
 
 
 def environment(image_env: list[str], container: dict[str, Any], resolved: dict[str, str]) -> dict[str, str]:
-    """Image Env, then the container's env in order with expansion against what came before.
+    """Image Env, then the container's env in order (a variable the image set keeps its place).
 
+    ``$(VAR)`` in a value refers only to variables the container defined before it: the kubelet
+    never sees the image's Env, so ``$(PATH)`` stays literal unless the pod sets PATH.
     ``resolved`` holds values of ``valueFrom`` entries already looked up by the caller.
     """
     env: dict[str, str] = {}
     for entry in image_env:
         key, _, val = entry.partition("=")
         env[key] = val
+    own: dict[str, str] = {}
     for var in container.get("env") or []:
         name = var["name"]
         if "valueFrom" in var:
             if name in resolved:
-                env[name] = resolved[name]
+                own[name] = resolved[name]
         else:
-            env[name] = expand(var.get("value", ""), env)
+            own[name] = expand(var.get("value", ""), own)
+    env.update(own)
     return env
 
 
@@ -77,18 +90,24 @@ class CgroupLimits:
 
 
 def limits(container: dict[str, Any]) -> CgroupLimits:
-    """cpu.shares from requests.cpu, CFS quota from limits.cpu, memory limit from limits.memory."""
+    """cpu.shares from requests.cpu, CFS quota from limits.cpu, memory limit from limits.memory.
+
+    As ``calculateLinuxResources``: a zero or missing CPU request with a CPU limit takes its
+    shares from the limit (pods created before the API defaulted requests to limits).
+    """
     resources = container.get("resources") or {}
-    requests = resources.get("requests") or {}
+    request_milli = milli_value((resources.get("requests") or {}).get("cpu") or "0")
     lims = resources.get("limits") or {}
-    shares = MIN_SHARES
-    if "cpu" in requests:
-        shares = max(MIN_SHARES, milli_value(requests["cpu"]) * SHARES_PER_CPU // 1000)
-    quota = -1
-    if "cpu" in lims:
-        quota = max(1000, milli_value(lims["cpu"]) * CPU_PERIOD_US // 1000)
+    limit_milli = milli_value(lims.get("cpu") or "0")
+    shares = _milli_to_shares(request_milli or limit_milli)
+    quota = max(MIN_QUOTA_US, limit_milli * CPU_PERIOD_US // 1000) if limit_milli else -1
     memory = value(lims["memory"]) if "memory" in lims else 0
     return CgroupLimits(shares, quota, CPU_PERIOD_US, memory)
+
+
+def _milli_to_shares(milli: int) -> int:
+    """``MilliCPUToShares``: 1024 per CPU, clamped to what the kernel accepts."""
+    return min(MAX_SHARES, max(MIN_SHARES, milli * SHARES_PER_CPU // 1000))
 
 
 def user_ids(image_user: str, passwd: str, group: str) -> tuple[int, int]:

@@ -26,6 +26,10 @@ class HostFacts:
     runtime_version: str
     internal_ip: str
     hostname: str
+    machine_id: str = ""
+    system_uuid: str = ""
+    boot_id: str = ""
+    hugepages: tuple[tuple[int, int], ...] = ()  # (page size in bytes, pages reserved) per supported size
 
 
 def parse_meminfo(text: str) -> int:
@@ -41,6 +45,22 @@ def parse_os_release(text: str) -> str:
         if line.startswith("PRETTY_NAME="):
             return line.split("=", 1)[1].strip().strip('"')
     return "Linux"
+
+
+def parse_hugepage_dir(name: str) -> int | None:
+    """Page size in bytes from a ``/sys/kernel/mm/hugepages`` entry such as ``hugepages-2048kB``."""
+    size = name.removeprefix("hugepages-").removesuffix("kB")
+    return int(size) * 1024 if name.startswith("hugepages-") and name.endswith("kB") and size.isdigit() else None
+
+
+def hugepages(root: str = "/sys/kernel/mm/hugepages") -> tuple[tuple[int, int], ...]:
+    """Every huge page size the kernel supports with its reserved page count (cAdvisor's HugePages)."""
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return ()
+    sizes = [(n, parse_hugepage_dir(n)) for n in names]
+    return tuple((size, int(_read(f"{root}/{n}/nr_hugepages", "0").strip() or 0)) for n, size in sizes if size)
 
 
 def _read(path: str, default: str = "") -> str:
@@ -75,4 +95,8 @@ def gather(data_dir: str, internal_ip: str = "127.0.0.1") -> HostFacts:
         runtime_version=runtime_version(),
         internal_ip=internal_ip,
         hostname=platform.node(),
+        machine_id=(_read("/etc/machine-id") or _read("/var/lib/dbus/machine-id")).strip(),
+        system_uuid=_read("/sys/class/dmi/id/product_uuid").strip(),
+        boot_id=_read("/proc/sys/kernel/random/boot_id").strip(),
+        hugepages=hugepages(),
     )

@@ -68,6 +68,12 @@ def container_id(uid: str, name: str, attempt: int) -> str:
     return f"{uid}-{name}-{attempt}"
 
 
+def field_path(pod: Obj, name: str) -> str:
+    """``spec.containers{nginx}`` or ``spec.initContainers{init-mydb}``: what events point at."""
+    inits = {c["name"] for c in pod["spec"].get("initContainers", [])}
+    return f"spec.initContainers{{{name}}}" if name in inits else f"spec.containers{{{name}}}"
+
+
 def host_ports(pod: Obj) -> list[PortMapping]:
     """The pod's hostPort mappings, for the portmap CNI plugin."""
     return [PortMapping(p["hostPort"], p["containerPort"], p.get("protocol", "TCP").lower(), p.get("hostIP", ""))
@@ -125,7 +131,7 @@ class Launcher:
         return {s.pod_uid for s in self.sandboxes.list()}
 
     async def start_container(self, pod: Obj, container: Obj, attempt: int, on_exit: ExitCallback) -> Started:
-        ref = reference(pod, f"spec.containers{{{container['name']}}}")
+        ref = reference(pod, field_path(pod, container["name"]))
         image = await self._pull(pod, container, ref)
         spec = self._container_spec(pod, container, attempt, image)
 
@@ -176,7 +182,8 @@ class Launcher:
         uid = pod["metadata"]["uid"]
         config = image.config
         env = containerspec.environment(list(config.env), container, {})
-        args = [containerspec.expand(a, env) for a in containerspec.argv(container, list(config.entrypoint), list(config.cmd))]
+        own_env = containerspec.environment([], container, {})  # $(VAR) in command/args sees only the pod's env
+        args = containerspec.argv(container, list(config.entrypoint), list(config.cmd), own_env)
         if not args:
             raise LaunchError("CreateContainerError", "no command specified", PULL_BACKOFF_START)
         uid_gid = containerspec.user_ids(config.user, _image_file(image, "etc/passwd"), _image_file(image, "etc/group"))

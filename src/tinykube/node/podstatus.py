@@ -41,14 +41,17 @@ class PodObservation:
     start_time: str = ""
     sandbox_ready: bool = False
     conditions_time: dict[str, str] = field(default_factory=dict)
+    init_containers: list[Observed] = field(default_factory=list)
+    initialized: bool = True
 
 
 def container_state(o: Observed) -> Obj:
+    """The one-of ``state`` object; empty optional fields are left out as the kubelet's omitempty does."""
     if o.state == "running":
         return {"running": {"startedAt": o.started_at}}
     if o.state == "terminated":
         term: Obj = {"exitCode": o.exit_code, "reason": o.reason, "startedAt": o.started_at or None,
-                     "finishedAt": o.finished_at or None, "containerID": o.container_id}
+                     "finishedAt": o.finished_at or None, "containerID": o.container_id or None}
         if o.message:
             term["message"] = o.message
         if o.signal:
@@ -61,6 +64,7 @@ def container_state(o: Observed) -> Obj:
 
 
 def container_status(o: Observed) -> Obj:
+    """``lastState`` is always present (``{}`` before a restart), as are ``imageID`` and ``started``."""
     status: Obj = {"name": o.name, "state": container_state(o),
                    "lastState": {"terminated": o.last_terminated} if o.last_terminated else {},
                    "ready": o.ready, "restartCount": o.restart_count, "image": o.image,
@@ -70,8 +74,18 @@ def container_status(o: Observed) -> Obj:
     return status
 
 
+def init_phase(spec: Obj, inits: list[Observed], initialized: bool) -> str | None:
+    """Pending while init containers run; Failed when one failed and the pod never restarts."""
+    if initialized:
+        return None
+    never = spec.get("restartPolicy", "Always") == "Never"
+    if never and any(o.state == "terminated" and o.exit_code != 0 for o in inits):
+        return "Failed"
+    return "Pending"
+
+
 def phase(spec: Obj, observed: list[Observed]) -> str:
-    """``getPhase`` for app containers (no init containers yet)."""
+    """``getPhase`` for app containers once the pod is initialized."""
     running = waiting = stopped = succeeded = unknown = 0
     by_name = {o.name: o for o in observed}
     for container in spec.get("containers", []):
@@ -101,31 +115,82 @@ def phase(spec: Obj, observed: list[Observed]) -> str:
     return "Pending"
 
 
+KUBELET_CONDITIONS = ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled")
+TERMINAL_PHASES = ("Succeeded", "Failed")
+
+
 def _condition(kind: str, ok: bool, stamp: str, reason: str = "", message: str = "") -> Obj:
     cond: Obj = {"type": kind, "status": "True" if ok else "False", "lastProbeTime": None, "lastTransitionTime": stamp}
-    if not ok and reason:
+    if reason:
         cond["reason"] = reason
-    if not ok and message:
+    if message:
         cond["message"] = message
     return cond
 
 
-def conditions(spec: Obj, obs: PodObservation, pod_phase: str, scheduled: Obj | None, stamp: str) -> list[Obj]:
-    """PodReadyToStartContainers, Initialized, Ready, ContainersReady, PodScheduled (kubelet order)."""
-    unready = [o.name for o in obs.containers if not o.ready]
-    done = pod_phase in ("Succeeded", "Failed")
-    reason = "PodCompleted" if done else "ContainersNotReady"
-    message = "" if done else f"containers with unready status: [{' '.join(unready)}]"
-    ready = not unready and not done
-    out = [
+def _readiness(spec: Obj, obs: PodObservation, pod_phase: str) -> tuple[bool, str, str]:
+    """(ready, reason, message) shared by Ready and ContainersReady (``GenerateContainersReadyCondition``).
+
+    A terminal pod is never ready: its containers may still be stopping, so the kubelet says
+    PodCompleted or PodFailed instead of naming containers.
+    """
+    if pod_phase == "Failed":
+        return False, "PodFailed", ""
+    by_name = {o.name: o for o in obs.init_containers + obs.containers}
+    names = [c["name"] for c in _sidecars(spec) + spec.get("containers", [])]
+    unknown = [n for n in names if n not in by_name]
+    if pod_phase == "Succeeded" and not unknown:
+        return False, "PodCompleted", ""
+    unready = [n for n in names if n in by_name and not by_name[n].ready]
+    messages = [f"containers with {kind} status: [{' '.join(group)}]"
+                for kind, group in (("unknown", unknown), ("unready", unready)) if group]
+    if messages:
+        return False, "ContainersNotReady", ", ".join(messages)
+    return True, "", ""
+
+
+def _sidecars(spec: Obj) -> list[Obj]:
+    """Restartable init containers (``restartPolicy: Always``), which run beside the app containers."""
+    return [c for c in spec.get("initContainers") or [] if c.get("restartPolicy") == "Always"]
+
+
+def _init_done(container: Obj, o: Observed) -> bool:
+    """A sidecar counts once started, a regular init container once it exited 0 (``isInitContainerInitialized``)."""
+    if container.get("restartPolicy") == "Always":
+        return o.state == "running"
+    return o.state == "terminated" and o.exit_code == 0
+
+
+def _initialization(spec: Obj, obs: PodObservation, pod_phase: str) -> tuple[bool, str, str]:
+    """(initialized, reason, message) as ``GeneratePodInitializedCondition``."""
+    by_name = {o.name: o for o in obs.init_containers}
+    inits = spec.get("initContainers") or []
+    unknown = [c["name"] for c in inits if c["name"] not in by_name]
+    if pod_phase == "Succeeded" and not unknown:
+        return True, "PodCompleted", ""
+    if obs.initialized:
+        return True, "", ""
+    incomplete = [c["name"] for c in inits if c["name"] in by_name and not _init_done(c, by_name[c["name"]])]
+    messages = [f"containers with {kind} status: [{' '.join(group)}]"
+                for kind, group in (("unknown", unknown), ("incomplete", incomplete)) if group]
+    if messages:
+        return False, "ContainersNotInitialized", ", ".join(messages)
+    return True, "", ""
+
+
+def conditions(spec: Obj, obs: PodObservation, pod_phase: str, others: list[Obj], stamp: str) -> list[Obj]:
+    """``others`` (conditions the kubelet does not own), then PodReadyToStartContainers, Initialized,
+    Ready, ContainersReady and PodScheduled, in the kubelet's order."""
+    ready, reason, message = _readiness(spec, obs, pod_phase)
+    initialized, init_reason, init_message = _initialization(spec, obs, pod_phase)
+    owned = [
         _condition("PodReadyToStartContainers", obs.sandbox_ready, stamp),
-        _condition("Initialized", True, stamp, "PodCompleted" if done else ""),
+        _condition("Initialized", initialized, stamp, init_reason, init_message),
         _condition("Ready", ready, stamp, reason, message),
         _condition("ContainersReady", ready, stamp, reason, message),
+        _condition("PodScheduled", True, stamp),
     ]
-    if scheduled is not None:
-        out.append(scheduled)
-    return [_keep_transition(c, obs.conditions_time) for c in out]
+    return others + [_keep_transition(c, obs.conditions_time) for c in owned]
 
 
 def _keep_transition(cond: Obj, previous: dict[str, str]) -> Obj:
@@ -136,13 +201,58 @@ def _keep_transition(cond: Obj, previous: dict[str, str]) -> Obj:
     return cond
 
 
+def volume_mounts(container: Obj) -> list[Obj]:
+    """``containerStatuses[].volumeMounts`` (RecursiveReadOnlyMounts, on by default since 1.31).
+
+    The runtime does not advertise recursive read-only support, so a read-only mount reports
+    ``Disabled`` whatever it asked for, as the kubelet does for such a runtime.
+    """
+    out = []
+    for mount in container.get("volumeMounts") or []:
+        status: Obj = {"name": mount["name"], "mountPath": mount["mountPath"]}
+        if mount.get("readOnly"):
+            status |= {"readOnly": True, "recursiveReadOnly": "Disabled"}
+        out.append(status)
+    return out
+
+
+def container_statuses(containers: list[Obj], observed: list[Observed]) -> list[Obj]:
+    """One status per observed container of ``containers``, in their order."""
+    by_name = {o.name: o for o in observed}
+    out = []
+    for container in containers:
+        o = by_name.get(container["name"])
+        if o is None:
+            continue
+        status = container_status(o)
+        if mounts := volume_mounts(container):
+            status["volumeMounts"] = mounts
+        out.append(status)
+    return out
+
+
+def init_container_statuses(spec: Obj, observed: list[Observed]) -> list[Obj]:
+    """Init container statuses in spec order; a regular one is ready once it exited 0, never while running."""
+    inits = spec.get("initContainers") or []
+    statuses = container_statuses(inits, observed)
+    specs = {c["name"]: c for c in inits}
+    by_name = {o.name: o for o in observed}
+    for status in statuses:
+        container = specs[status["name"]]
+        if container.get("restartPolicy") != "Always":
+            status["ready"] = _init_done(container, by_name[status["name"]])
+    return statuses
+
+
 def pod_status(pod: Obj, obs: PodObservation, stamp: str) -> Obj:
     """The full ``status`` to write for ``pod``."""
     spec = pod["spec"]
     current = pod.get("status", {})
-    scheduled = next((c for c in current.get("conditions", []) if c.get("type") == "PodScheduled"), None)
-    pod_phase = phase(spec, obs.containers)
-    status: Obj = {"phase": pod_phase, "conditions": conditions(spec, obs, pod_phase, scheduled, stamp)}
+    pod_phase = init_phase(spec, obs.init_containers, obs.initialized) or phase(spec, obs.containers)
+    if current.get("phase") in TERMINAL_PHASES:
+        pod_phase = current["phase"]  # a pod never leaves a terminal phase
+    others = [c for c in current.get("conditions", []) if c.get("type") not in KUBELET_CONDITIONS]
+    status: Obj = {"phase": pod_phase, "conditions": conditions(spec, obs, pod_phase, others, stamp)}
     if obs.host_ip:
         status["hostIP"] = obs.host_ip
         status["hostIPs"] = [{"ip": obs.host_ip}]
@@ -151,9 +261,11 @@ def pod_status(pod: Obj, obs: PodObservation, stamp: str) -> Obj:
         status["podIPs"] = [{"ip": obs.pod_ip}]
     if obs.start_time:
         status["startTime"] = obs.start_time
-    by_name = {o.name: o for o in obs.containers}
-    status["containerStatuses"] = [container_status(by_name[c["name"]]) for c in spec.get("containers", [])
-                                   if c["name"] in by_name]
+    if spec.get("initContainers"):
+        status["initContainerStatuses"] = init_container_statuses(spec, obs.init_containers)
+    # the kubelet sorts app container statuses by name (SortedContainerStatuses)
+    status["containerStatuses"] = sorted(container_statuses(spec.get("containers", []), obs.containers),
+                                         key=lambda s: s["name"])
     if current.get("qosClass"):
         status["qosClass"] = current["qosClass"]
     return status

@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from tinykube.api.errors import ApiError
+from tinykube.api.quantity import canonical
 from tinykube.api.registry import lookup
 from tinykube.client.rest import Client, path
 from tinykube.node.host import MAX_PODS, HostFacts
@@ -27,6 +28,9 @@ LEASE_DURATION = 40  # seconds: the kubelet's default nodeLeaseDurationSeconds
 RENEW_INTERVAL = 10.0  # seconds between Lease renewals (a quarter of the duration, as upstream)
 STATUS_INTERVAL = 300.0  # seconds: the status is re-posted at least this often (nodeStatusReportFrequency)
 KUBELET_VERSION = "v1.32.4+tinykube"
+EVICTION_MEMORY_BYTES = 100 * 1024 * 1024  # the kubelet's default hard eviction memory.available<100Mi
+# nodefs.available<10%, as the float32 the kubelet parses "10%" into (hence 0.10000000149...)
+EVICTION_NODEFS_FRACTION = 0.10000000149011612
 
 
 def now() -> str:
@@ -37,9 +41,33 @@ def _micro_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def binary_si(n: int) -> str:
+    """A byte count as a BinarySI ``Quantity`` serializes (``16Gi``, ``16279124Ki``, ``56403987978``)."""
+    return canonical(f"{n // 1024}Ki") if n % 1024 == 0 else canonical(str(n))
+
+
+def _resources(facts: HostFacts, memory: int, storage: int) -> dict[str, str]:
+    """A resource list in the order Go's JSON encoder writes a map: sorted by name."""
+    pages = {f"hugepages-{binary_si(size)}": binary_si(size * count) for size, count in facts.hugepages}
+    out = {"cpu": str(facts.cpus), "ephemeral-storage": binary_si(storage), "memory": binary_si(memory),
+           "pods": str(MAX_PODS)} | pages
+    return dict(sorted(out.items()))
+
+
 def capacity(facts: HostFacts) -> dict[str, str]:
-    return {"cpu": str(facts.cpus), "memory": f"{facts.memory_bytes // 1024}Ki",
-            "ephemeral-storage": f"{facts.storage_bytes // 1024}Ki", "pods": str(MAX_PODS)}
+    """What cAdvisor reports: cores, MemTotal, the root filesystem, huge pages, and --max-pods."""
+    return _resources(facts, facts.memory_bytes, facts.storage_bytes)
+
+
+def allocatable(facts: HostFacts) -> dict[str, str]:
+    """Capacity less the default hard eviction thresholds (no kube- or system-reserved).
+
+    Reserved huge pages are memory the pods cannot have, so they come off allocatable memory.
+    """
+    pages = sum(size * count for size, count in facts.hugepages)
+    memory = max(0, facts.memory_bytes - EVICTION_MEMORY_BYTES - pages)
+    storage = facts.storage_bytes - int(facts.storage_bytes * EVICTION_NODEFS_FRACTION)
+    return _resources(facts, memory, storage)
 
 
 def conditions(stamp: str, ready: bool = True) -> list[dict[str, Any]]:
@@ -51,15 +79,17 @@ def conditions(stamp: str, ready: bool = True) -> list[dict[str, Any]]:
         cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
         cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
         cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-        cond("Ready", "True" if ready else "False", "KubeletReady" if ready else "KubeletNotReady",
-             "kubelet is posting ready status" if ready else "container runtime is starting"),
+        cond("Ready", "True", "KubeletReady", "kubelet is posting ready status") if ready else
+        cond("Ready", "False", "KubeletNotReady", "container runtime status check may not have completed yet"),
     ]
 
 
 def node_object(name: str, facts: HostFacts, kubelet_port: int) -> dict[str, Any]:
     """The Node a fresh agent registers (status is written through /status afterwards)."""
     return {"apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": name, "labels": {
+            "metadata": {"name": name,
+                         "annotations": {"volumes.kubernetes.io/controller-managed-attach-detach": "true"},
+                         "labels": {
                 "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": facts.architecture,
                 "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": facts.architecture,
                 "node-role.kubernetes.io/control-plane": "true"}},
@@ -67,11 +97,12 @@ def node_object(name: str, facts: HostFacts, kubelet_port: int) -> dict[str, Any
 
 
 def node_status(name: str, facts: HostFacts, kubelet_port: int, stamp: str) -> dict[str, Any]:
-    cap = capacity(facts)
-    return {"capacity": cap, "allocatable": dict(cap), "conditions": conditions(stamp),
+    """The status the kubelet's setters produce (addresses, nodeInfo, daemonEndpoints, conditions)."""
+    return {"capacity": capacity(facts), "allocatable": allocatable(facts), "conditions": conditions(stamp),
             "addresses": [{"type": "InternalIP", "address": facts.internal_ip}, {"type": "Hostname", "address": name}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
-            "nodeInfo": {"machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": facts.kernel,
+            "nodeInfo": {"machineID": facts.machine_id, "systemUUID": facts.system_uuid, "bootID": facts.boot_id,
+                         "kernelVersion": facts.kernel,
                          "osImage": facts.os_image, "containerRuntimeVersion": facts.runtime_version,
                          "kubeletVersion": KUBELET_VERSION, "kubeProxyVersion": KUBELET_VERSION,
                          "operatingSystem": "linux", "architecture": facts.architecture}}

@@ -22,7 +22,7 @@ from tinykube.api.registry import lookup
 from tinykube.client.events import EventRecorder, reference
 from tinykube.client.rest import Client, path
 from tinykube.node import podstatus
-from tinykube.node.launch import Launcher, LaunchError, exit_reason
+from tinykube.node.launch import Launcher, LaunchError, exit_reason, field_path
 from tinykube.node.podstatus import Observed, PodObservation
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class ContainerRecord:
     observed: Observed
     runtime_id: str = ""
     attempt: int = -1
+    kind: str = "app"  # app | init | sidecar (an init container with restartPolicy Always)
     backoff: float = 0.0  # seconds of the next back-off; 0 = restart at once
     retry_at: float = 0.0  # monotonic time before which no restart happens
     running_since: float = 0.0
@@ -77,6 +78,7 @@ class PodWorker:
     _last_status: Obj | None = None
     _pod_ip: str = ""
     _start_time: str = ""
+    _initialized: bool = False  # sticky once every init container is done (as the Initialized condition)
     _done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def update(self, pod: Obj | None) -> None:
@@ -98,8 +100,11 @@ class PodWorker:
                 latest[status.name] = status
         for name, status in latest.items():
             attempt = int(status.id.rsplit("-", 1)[1])
-            image = next((c["image"] for c in (self.pod or {}).get("spec", {}).get("containers", []) if c["name"] == name), "")
-            record = self.records[name] = ContainerRecord(Observed(name, image), status.id, attempt,
+            spec = (self.pod or {}).get("spec", {})
+            inits = {c["name"]: c for c in spec.get("initContainers", [])}
+            image = next((c["image"] for c in [*inits.values(), *spec.get("containers", [])] if c["name"] == name), "")
+            kind = _init_kind(inits[name]) if name in inits else "app"
+            record = self.records[name] = ContainerRecord(Observed(name, image), status.id, attempt, kind=kind,
                                                           running_since=time.monotonic())
             running = status.state == "running"
             record.observed = Observed(name, image, "running" if running else "terminated",
@@ -108,6 +113,7 @@ class PodWorker:
                                        container_id=f"runc://{status.id}", restart_count=attempt, ready=running)
         if ip:
             self._start_time = self._start_time or (self.pod or {}).get("status", {}).get("startTime", "")
+        self._initialized = any(r.kind == "app" for r in self.records.values())
 
     async def run(self) -> None:
         """Sync on every wake until the pod is terminated and its resources are gone."""
@@ -135,12 +141,37 @@ class PodWorker:
             self._start_time = self._start_time or now()
             await self._write_status()  # ContainerCreating is visible while the sandbox is built
             self._pod_ip = await self.ctx.launcher.ensure_sandbox(pod)
-        await asyncio.gather(*(self._sync_container(pod, c) for c in pod["spec"]["containers"]))
+        if not self._initialized:
+            await self._sync_init(pod)
+            if self._initialized:
+                await self._write_status()  # PodInitializing: init done, app containers starting
+        if self._initialized:
+            sidecars = [c for c in pod["spec"].get("initContainers", []) if _init_kind(c) == "sidecar"]
+            await asyncio.gather(*(self._sync_container(pod, c, "sidecar") for c in sidecars),
+                                 *(self._sync_container(pod, c, "app") for c in pod["spec"]["containers"]))
         await self._write_status()
 
-    async def _sync_container(self, pod: Obj, container: Obj) -> None:
+    async def _sync_init(self, pod: Obj) -> None:
+        """Init containers one at a time, each to success; sidecars only to started (KEP-753)."""
+        for container in pod["spec"].get("initContainers", []):
+            kind = _init_kind(container)
+            record = self.records.get(container["name"])
+            if record is not None and _init_done(record.observed, kind):
+                continue
+            if record is not None and self._init_failed(pod, record.observed):
+                return
+            await self._sync_container(pod, container, kind)
+            if not _init_done(self.records[container["name"]].observed, kind):
+                return
+        self._initialized = True
+
+    def _init_failed(self, pod: Obj, o: Observed) -> bool:
+        """With restartPolicy Never a failed init container fails the pod."""
+        return pod["spec"].get("restartPolicy", "Always") == "Never" and o.state == "terminated" and o.exit_code != 0
+
+    async def _sync_container(self, pod: Obj, container: Obj, kind: str) -> None:
         name = container["name"]
-        record = self.records.setdefault(name, ContainerRecord(Observed(name, container["image"])))
+        record = self.records.setdefault(name, ContainerRecord(Observed(name, container["image"]), kind=kind))
         if record.observed.image != container["image"]:
             await self._replace_image(pod, container, record)
         state = record.observed.state
@@ -156,7 +187,7 @@ class PodWorker:
         """A new image (the one mutable part of a container): restart with it, skipping any back-off."""
         o = record.observed
         if o.state == "running":
-            self.ctx.recorder.record(reference(pod, f"spec.containers{{{o.name}}}"), "Normal", "Killing",
+            self.ctx.recorder.record(reference(pod, field_path(pod, o.name)), "Normal", "Killing",
                                      f"Container {o.name} definition changed, will be restarted")
             await self.ctx.launcher.runtime.stop(record.runtime_id, pod["spec"].get("terminationGracePeriodSeconds", 30))
         record.observed = Observed(o.name, container["image"], "waiting", "ContainerCreating",
@@ -165,8 +196,14 @@ class PodWorker:
         record.backoff = 0.0
 
     def _should_restart(self, pod: Obj, record: ContainerRecord) -> bool:
+        """Sidecars always restart; init containers rerun only after a failure, and not with Never."""
         policy = pod["spec"].get("restartPolicy", "Always")
-        return policy == "Always" or (policy == "OnFailure" and record.observed.exit_code != 0)
+        failed = record.observed.exit_code != 0
+        if record.kind == "sidecar":
+            return True
+        if record.kind == "init":
+            return failed and policy != "Never"
+        return policy == "Always" or (policy == "OnFailure" and failed)
 
     async def _start(self, pod: Obj, container: Obj, record: ContainerRecord) -> None:
         """Start the next attempt of a container (pulling its image first)."""
@@ -220,7 +257,7 @@ class PodWorker:
             record.observed = Observed(o.name, o.image, "waiting", "CrashLoopBackOff", message,
                                        container_id=o.container_id, image_id=o.image_id,
                                        restart_count=o.restart_count, last_terminated=_terminated(o))
-            self.ctx.recorder.record(reference(pod, f"spec.containers{{{o.name}}}"), "Warning", "BackOff",
+            self.ctx.recorder.record(reference(pod, field_path(pod, o.name)), "Warning", "BackOff",
                                      f"Back-off restarting failed container {o.name} in pod "
                                      f"{pod['metadata']['name']}_{pod['metadata']['namespace']}({self.uid})")
             self._schedule_retry(record, delay)
@@ -231,8 +268,11 @@ class PodWorker:
         pod = self.pod
         assert pod is not None
         previous = self._last_status or pod.get("status", {})
-        obs = PodObservation([r.observed for r in self._observed(pod)], self._pod_ip, self.ctx.node_ip,
-                             self._start_time, bool(self._pod_ip), podstatus.transition_times(previous))
+        inits = pod["spec"].get("initContainers", [])
+        obs = PodObservation([r.observed for r in self._observed(pod, pod["spec"]["containers"])], self._pod_ip,
+                             self.ctx.node_ip, self._start_time, bool(self._pod_ip),
+                             podstatus.transition_times(previous),
+                             [r.observed for r in self._observed(pod, inits)], self._initialized)
         status = podstatus.pod_status(pod, obs, now())
         if status == self._last_status:
             return
@@ -248,12 +288,11 @@ class PodWorker:
         if not self._killed:
             self.pod = updated
 
-    def _observed(self, pod: Obj) -> list[ContainerRecord]:
-        out = []
-        for container in pod["spec"]["containers"]:
-            record = self.records.get(container["name"])
-            out.append(record or ContainerRecord(Observed(container["name"], container["image"])))
-        return out
+    def _observed(self, pod: Obj, containers: list[Obj]) -> list[ContainerRecord]:
+        """Records of ``containers``; those not started yet wait (PodInitializing while init runs)."""
+        waiting = "PodInitializing" if pod["spec"].get("initContainers") else "ContainerCreating"
+        return [self.records.get(c["name"]) or ContainerRecord(Observed(c["name"], c["image"], reason=waiting))
+                for c in containers]
 
     # --- termination ---------------------------------------------------------------------
 
@@ -267,7 +306,7 @@ class PodWorker:
         running = [r for r in self.records.values() if r.observed.state == "running"]
         for record in running:
             if pod is not None:
-                self.ctx.recorder.record(reference(pod, f"spec.containers{{{record.observed.name}}}"), "Normal",
+                self.ctx.recorder.record(reference(pod, field_path(pod, record.observed.name)), "Normal",
                                          "Killing", f"Stopping container {record.observed.name}")
         await self.ctx.launcher.teardown(self.uid, [r.runtime_id for r in self.records.values() if r.runtime_id], grace)
         if pod is not None:
@@ -281,6 +320,16 @@ class PodWorker:
         except ApiError as e:
             if e.code not in (404, 409):
                 raise
+
+
+def _init_done(o: Observed, kind: str) -> bool:
+    """An init container is done when it succeeded; a sidecar once it runs."""
+    return o.state == "running" if kind == "sidecar" else o.state == "terminated" and o.exit_code == 0
+
+
+def _init_kind(container: Obj) -> str:
+    """An init container runs to completion, unless it is a sidecar (restartPolicy Always)."""
+    return "sidecar" if container.get("restartPolicy") == "Always" else "init"
 
 
 def _terminated(o: Observed) -> Obj:

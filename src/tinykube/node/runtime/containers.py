@@ -27,19 +27,20 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal
 
 import orjson
 
-from tinykube.node.runtime import cgroups, mounts, records
+from tinykube.node.runtime import cgroups, execs, mounts, records
 from tinykube.node.runtime.cgroups import Resources
+from tinykube.node.runtime.execs import ExecResult
 from tinykube.node.runtime.oci import ContainerSpec, Mount, PodNamespaces, build_config
 
-__all__ = ["ContainerError", "ContainerExists", "ContainerNotFound", "ContainerSpec", "ContainerStatus", "ExitCallback",
-           "Mount", "PodNamespaces", "Resources", "Runtime", "rfc3339_nano"]  # the spec types come with the runtime
+__all__ = ["ContainerError", "ContainerExists", "ContainerNotFound", "ContainerSpec", "ContainerStatus", "ExecResult",
+           "ExecTimeout", "ExitCallback", "Mount", "PodNamespaces", "Resources", "Runtime", "rfc3339_nano"]  # the spec types come with the runtime
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,10 @@ class ContainerExists(ContainerError):
 
 class ContainerNotFound(ContainerError):
     """No container with this id."""
+
+
+class ExecTimeout(ContainerError):
+    """An exec outlived its timeout and was killed (the kubelet words it "command ... timed out")."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +202,26 @@ class Runtime:
         await asyncio.wait_for(asyncio.shield(self._arm(id).done), KILL_TIMEOUT)
         self._forget(id)
         self._discard_files(id)
+
+    async def exec(self, id: str, argv: list[str], *, env: Mapping[str, str] | None = None,
+                   timeout: float | None = None, stdin: bytes | None = None, tty: bool = False) -> ExecResult:
+        """Run ``argv`` in a running container as its own process runs; wait for it and return its output.
+
+        The command inherits the container's user, env, cwd, capabilities, no_new_privileges and
+        security labels (:mod:`execs`).  A non-zero exit is a result, not an error; runc's refusal
+        is a :class:`ContainerError`; past ``timeout`` seconds the command is killed: :class:`ExecTimeout`.
+        """
+        if self.status(id).state != "running":
+            raise ContainerError(f"container {id} is not running")
+        config = records.read(self.bundles / id / "config.json") or {}
+        spec = execs.process_spec(config["process"], argv, env=env, tty=tty)
+        done = await execs.run(self.runc, self.runc_root, self.bundles / id, id, spec, stdin=stdin,
+                               timeout=timeout, socket_dir=self.sockets)
+        if done.timed_out:
+            raise ExecTimeout(f"exec in container {id} timed out after {timeout} s")
+        if done.result is None:
+            raise ContainerError(f"runc exec: {done.runc_error}")
+        return done.result
 
     def status(self, id: str) -> ContainerStatus:
         """The container's state from its record and conmon's files; costs no exec."""

@@ -1,0 +1,350 @@
+"""``runc exec``: run a command inside a running container as the container's own process runs.
+
+The exec'd process gets the container's ``process`` from its ``config.json`` (user and groups,
+env, cwd, capabilities, no_new_privileges, AppArmor profile, SELinux label, OOM score) with
+only argv, the terminal flag, and any extra env or cwd changed: CRI-O's ``prepareProcessExec``.
+Building that spec (:func:`process_spec`) and starting runc (:func:`start`) are kept apart from
+collecting the output (:func:`run`) so that the streaming exec (``kubectl exec -it``) can reuse
+them with I/O of its own: :class:`Exec` hands it the pty master or the pipes.
+
+Each exec has a scratch dir in the container's bundle, ``exec/<random>/`` (``process.json``,
+runc's ``pid`` file and its JSON ``log``), removed when the exec ends.  runc's own failures
+(container stopped, executable not found) come back as data, told apart from the command's exit
+status by runc's log, which holds an ``error`` entry only then.  A timeout SIGKILLs the exec'd
+process and its process group (runc makes it a group leader); the pid is taken through a pidfd
+checked to be runc's child, so a reused pid is never signalled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import errno
+import os
+import secrets
+import shutil
+import signal
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tinykube.node.runtime import records
+
+__all__ = ["Exec", "ExecResult", "Finished", "process_spec", "run", "start"]
+
+MAX_OUTPUT = 16 * 1024 * 1024  # bytes kept per stream; the CRI's ExecSync caps at the same (the rest is drained)
+DRAIN_TIMEOUT = 2.0  # seconds to wait for output after the command exited (a background child may hold the pipe)
+KILL_REAP_TIMEOUT = 10.0  # seconds for runc to exit once the exec'd process got SIGKILL
+VEOF = b"\x04"  # ^D: how a terminal says "end of input"
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """What a finished command left: its exit code (128+signal when killed) and its output."""
+
+    exit_code: int
+    stdout: bytes
+    stderr: bytes  # b"" with a terminal: the pty carries both streams in stdout
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How an exec ended: a result, runc's own error, or a timeout (then ``result`` is None)."""
+
+    result: ExecResult | None
+    runc_error: str = ""
+    timed_out: bool = False
+
+
+@dataclass
+class Exec:
+    """A started ``runc exec``: runc's process, its scratch dir, and the ends of the command's I/O.
+
+    Without a terminal ``stdin`` (or None for /dev/null), ``stdout`` and ``stderr`` are pipe
+    fds; with one, ``pty`` is the master of its terminal (read output, write input) and the
+    pipes carry only runc's own messages.  The caller owns every fd here.
+    """
+
+    proc: asyncio.subprocess.Process
+    dir: Path
+    stdin: int | None
+    stdout: int | None
+    stderr: int
+    pty: int | None = None
+
+    def runc_error(self) -> str:
+        """runc's own error message, "" when the command ran (its exit status is then the command's)."""
+        try:
+            lines = (self.dir / "log").read_bytes().splitlines()
+        except FileNotFoundError:
+            return ""
+        errors = [entry.get("msg", "") for entry in map(_json_line, lines) if entry.get("level") in ("error", "fatal")]
+        return errors[-1] if errors else ""
+
+    def kill(self) -> bool:
+        """SIGKILL the exec'd process and its process group; False when there was no such process.
+
+        runc forwards signals to the process but cannot forward SIGKILL, hence the direct kill.
+        """
+        try:
+            pid = int((self.dir / "pid").read_text())
+            pidfd = os.pidfd_open(pid)
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            return False  # not started yet, or already reaped
+        try:
+            if _parent(pid) != self.proc.pid:  # the pidfd pins the process: a reused pid fails this check
+                return False
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            return True
+        except ProcessLookupError:
+            return False
+        finally:
+            os.close(pidfd)
+
+
+def process_spec(container: Json, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+                 tty: bool = False, cwd: str | None = None) -> Json:
+    """The OCI ``process`` for an exec: the container's own, with argv, terminal, env and cwd set.
+
+    Extra env replaces a container variable of the same name (the kubelet's exec has none; a
+    streaming exec may want TERM).  ``terminal`` is always set: a container started with a tty
+    would otherwise hand its terminal flag to every exec (CRI-O's comment on the same line).
+    """
+    spec = copy.deepcopy(container)
+    spec["args"] = list(argv)
+    spec["terminal"] = tty
+    spec.pop("consoleSize", None)
+    if env:
+        kept = [e for e in spec.get("env", []) if e.partition("=")[0] not in env]
+        spec["env"] = kept + [f"{k}={v}" for k, v in env.items()]
+    if cwd:
+        spec["cwd"] = cwd
+    return spec
+
+
+async def start(runc: str, root: Path, bundle: Path, id: str, spec: Json, *, stdin: bool = False,
+                socket_dir: Path | None = None) -> Exec:
+    """Start ``runc exec`` for ``spec`` in container ``id`` and return its ends of the I/O.
+
+    ``stdin`` asks for a pipe to the command's stdin (else /dev/null).  A terminal (``spec``'s
+    ``terminal``) needs ``socket_dir``: a short dir for the console socket on which runc hands
+    over the pty master (a socket path must fit in 108 bytes; bundles' paths need not).
+    """
+    scratch = bundle / "exec" / secrets.token_hex(6)
+    scratch.mkdir(parents=True)
+    records.write(scratch / "process.json", spec)
+    args = [runc, "--root", str(root), "--log", str(scratch / "log"), "--log-format", "json", "exec",
+            "--process", str(scratch / "process.json"), "--pid-file", str(scratch / "pid")]
+    try:
+        if spec.get("terminal"):
+            if socket_dir is None:
+                raise ValueError("an exec with a terminal needs a socket_dir for runc's console socket")
+            return await _start_with_terminal(args, id, scratch, socket_dir)
+        return await _start_with_pipes(args, id, scratch, stdin)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+
+
+async def run(runc: str, root: Path, bundle: Path, id: str, spec: Json, *, stdin: bytes | None = None,
+              timeout: float | None = None, socket_dir: Path | None = None) -> Finished:
+    """Run the exec to its end, feeding ``stdin`` and collecting output; kill it after ``timeout`` s.
+
+    Cancelling the caller kills the exec too: an abandoned probe leaves nothing running.
+    """
+    ex = await start(runc, root, bundle, id, spec, stdin=stdin is not None, socket_dir=socket_dir)
+    if ex.pty is not None and ex.pty >= 0 and stdin is not None:
+        ex.stdin = os.dup(ex.pty)  # the reader closes the master when the command ends: write to our own fd
+    reads = [asyncio.ensure_future(_read_all(fd)) for fd in (ex.pty if ex.pty is not None else ex.stdout, ex.stderr)]
+    feed = asyncio.ensure_future(_feed(ex, stdin or b"", VEOF if ex.pty is not None else b""))
+    try:
+        async with asyncio.timeout(timeout):
+            code = await ex.proc.wait()
+    except TimeoutError:
+        await _stop(ex)
+        return Finished(None, ex.runc_error(), timed_out=True)
+    except BaseException:
+        await asyncio.shield(_stop(ex))
+        raise
+    finally:
+        feed.cancel()
+        await asyncio.gather(feed, return_exceptions=True)
+        _close(ex.stdin)
+        outputs = await _gather_output(reads)
+        shutil.rmtree(ex.dir, ignore_errors=True)
+    error = ex.runc_error()
+    if error:
+        return Finished(None, error)
+    return Finished(ExecResult(code, outputs[0], b"" if ex.pty is not None else outputs[1]))
+
+
+# ---- starting runc ---------------------------------------------------------------------------
+
+async def _start_with_pipes(args: list[str], id: str, scratch: Path, stdin: bool) -> Exec:
+    """runc with pipes as the command's stdio (runc passes its own stdio on to the exec'd process)."""
+    in_r, in_w = os.pipe2(os.O_CLOEXEC) if stdin else (None, None)
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *args, id, stdin=in_r if in_r is not None else asyncio.subprocess.DEVNULL, stdout=out_w, stderr=err_w,
+            start_new_session=True)
+    except BaseException:
+        _close(in_w, out_r, err_r)
+        raise
+    finally:
+        _close(in_r, out_w, err_w)  # else the reads never see EOF
+    return Exec(proc, scratch, in_w, out_r, err_r)
+
+
+async def _start_with_terminal(args: list[str], id: str, scratch: Path, socket_dir: Path) -> Exec:
+    """runc with ``--console-socket``: it creates the pty in the container and sends us the master."""
+    path = socket_dir / f"exec-{scratch.name}"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        listener.bind(str(path))
+        listener.listen(1)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *args, "--console-socket", str(path), id, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL, stderr=err_w, start_new_session=True)
+        finally:
+            os.close(err_w)
+        master = await _receive_pty(listener, proc)
+    except BaseException:
+        os.close(err_r)
+        raise
+    finally:
+        listener.close()
+        path.unlink(missing_ok=True)
+    return Exec(proc, scratch, None, None, err_r, pty=master)
+
+
+async def _receive_pty(listener: socket.socket, proc: asyncio.subprocess.Process) -> int:
+    """The pty master runc sends over the console socket; -1 when runc exited without sending one."""
+    loop = asyncio.get_running_loop()
+    accept = asyncio.ensure_future(loop.sock_accept(listener))
+    exited = asyncio.ensure_future(proc.wait())
+    await asyncio.wait({accept, exited}, return_when=asyncio.FIRST_COMPLETED)
+    exited.cancel()
+    if not accept.done():
+        accept.cancel()
+        return -1  # runc failed before making the terminal; its log says why
+    conn, _ = accept.result()
+    with conn:
+        await _wait_fd(conn.fileno(), readable=True)
+        _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+    if not fds:
+        raise OSError(errno.EPROTO, "runc sent no pty master on the console socket")
+    return fds[0]
+
+
+# ---- I/O -------------------------------------------------------------------------------------
+
+async def _feed(ex: Exec, data: bytes, end: bytes) -> None:
+    """Write ``data`` then ``end`` to the command's stdin and close it: EOF on a pipe, ^D on a terminal."""
+    if ex.stdin is None:
+        return
+    with contextlib.suppress(OSError):  # the command exited (or closed stdin) without reading all: not our error
+        await _write_all(ex.stdin, data + end)
+    _close(ex.stdin)
+    ex.stdin = None
+
+
+async def _read_all(fd: int, cap: int = MAX_OUTPUT) -> bytes:
+    """What the writers of ``fd`` write until they all close it (EIO on a pty), keeping ``cap`` bytes."""
+    if fd < 0:
+        return b""
+    kept = bytearray()
+    os.set_blocking(fd, False)
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                await _wait_fd(fd, readable=True)
+                continue
+            except OSError as e:
+                if e.errno != errno.EIO:  # a pty's master reads EIO once the last slave is closed
+                    raise
+                chunk = b""
+            if not chunk:
+                return bytes(kept)
+            kept += chunk[:max(0, cap - len(kept))]
+    finally:
+        os.close(fd)
+
+
+async def _write_all(fd: int, data: bytes) -> None:
+    os.set_blocking(fd, False)
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            await _wait_fd(fd, readable=False)
+
+
+async def _wait_fd(fd: int, *, readable: bool) -> None:
+    """Until ``fd`` is readable (or writable): the event loop's readiness, no polling."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    add, remove = (loop.add_reader, loop.remove_reader) if readable else (loop.add_writer, loop.remove_writer)
+    add(fd, lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        remove(fd)
+
+
+async def _gather_output(reads: list[asyncio.Future[bytes]]) -> list[bytes]:
+    """The output read so far, waiting at most DRAIN_TIMEOUT for writers that outlive the command."""
+    await asyncio.wait(reads, timeout=DRAIN_TIMEOUT)
+    for read in reads:
+        read.cancel()
+    results = await asyncio.gather(*reads, return_exceptions=True)
+    return [r if isinstance(r, bytes) else b"" for r in results]
+
+
+async def _stop(ex: Exec) -> None:
+    """Kill the exec'd process, and runc too if it has none yet or lingers; reap runc."""
+    if ex.kill():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ex.proc.wait(), KILL_REAP_TIMEOUT)
+    if ex.proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            ex.proc.kill()  # runc init, blocked on its parent, then exits as well
+    await ex.proc.wait()
+
+
+def _parent(pid: int) -> int:
+    """The parent pid from ``/proc/<pid>/status``; raises ProcessLookupError when it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        raise ProcessLookupError(pid) from None
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:"))
+
+
+def _json_line(line: bytes) -> Json:
+    try:
+        entry = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return {}
+    return entry if isinstance(entry, dict) else {}
+
+
+def _close(*fds: int | None) -> None:
+    for fd in fds:
+        if fd is not None:
+            os.close(fd)
