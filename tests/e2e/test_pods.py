@@ -259,3 +259,28 @@ def test_failed_init_with_never_fails_the_pod(node: Cluster) -> None:
     eventually(lambda: status_column(node, "badinit") == "Init:Error", "Init:Error")
     assert pod(node, "badinit")["status"]["phase"] == "Failed"
     node.kubectl("delete", "pod", "badinit")
+
+
+def test_environment_from_sources(node: Cluster) -> None:
+    node.kubectl("create", "secret", "generic", "env-secret", "--from-literal=token=s3cr3t")
+    manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "envs", "labels": {"tier": "web"}},
+                "spec": {"restartPolicy": "Never", "containers": [{
+                    "name": "main", "image": "busybox:1.36", "command": ["sh", "-c", "env | sort"],
+                    "env": [{"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "env-config", "key": "greeting"}}},
+                            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "env-secret", "key": "token"}}},
+                            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                            {"name": "TIER", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['tier']"}}},
+                            {"name": "SAY", "value": "$(GREETING) from $(POD_NAME)"}],
+                    "envFrom": [{"prefix": "CFG_", "configMapRef": {"name": "env-config"}}]}]}}
+    node.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    eventually(lambda: status_column(node, "envs") == "CreateContainerConfigError", "CreateContainerConfigError")
+    state = pod(node, "envs")["status"]["containerStatuses"][0]["state"]["waiting"]
+    assert state["message"] == 'configmap "env-config" not found'
+    node.kubectl("create", "configmap", "env-config", "--from-literal=greeting=hello")
+    eventually(lambda: status_column(node, "envs") == "Completed", "Completed")
+    out = node.kubectl("logs", "envs").stdout.splitlines()
+    for line in ("GREETING=hello", "TOKEN=s3cr3t", "POD_NAME=envs", "TIER=web", "SAY=hello from envs", "CFG_greeting=hello"):
+        assert line in out, out
+    node.kubectl("delete", "pod", "envs")
+    node.kubectl("delete", "configmap", "env-config")
+    node.kubectl("delete", "secret", "env-secret")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from typing import Any
 
 import pytest
 
+from tinykube.node.envvars import pod_env
 from tinykube.node.containerspec import argv, environment, expand, limits, user_ids
 
 ENTRYPOINT = ["/ep-1", "foo", "bar"]
@@ -95,7 +98,12 @@ def test_environment_expands_against_earlier_container_variables_only() -> None:
         {"name": "MISSING", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k", "optional": True}}},
         {"name": "EMPTY"},
     ]}
-    env = environment(["PATH=/usr/bin:/bin", "HOME=/root"], container, {"SECRET": "s3cr3t"})
+    async def fetch(resource: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return {"data": {"k": "czNjcjN0"}} if (resource, name) == ("secrets", "s") else None
+
+    pod = {"metadata": {"name": "p", "namespace": "ns"}, "spec": {"containers": [container]}}
+    own = asyncio.run(pod_env(pod, container, fetch, {}))
+    env = environment(["PATH=/usr/bin:/bin", "HOME=/root"], own)
     assert env == {"PATH": "/usr/bin:/bin", "HOME": "/root", "FOO": "bar", "ZOO": "bar-1", "BLU": "bar-1-2",
                    "EARLY": "$(LATE)", "LATE": "x", "MYPATH": "$(PATH):/extra", "SECRET": "s3cr3t",
                    "FROM_SECRET": "s3cr3t", "EMPTY": ""}
@@ -104,7 +112,7 @@ def test_environment_expands_against_earlier_container_variables_only() -> None:
 
 
 def test_a_container_variable_overrides_the_image_in_place() -> None:
-    env = environment(["PATH=/bin", "LANG=C"], {"env": [{"name": "PATH", "value": "/opt/bin"}]}, {})
+    env = environment(["PATH=/bin", "LANG=C"], {"PATH": "/opt/bin"})
     assert list(env.items()) == [("PATH", "/opt/bin"), ("LANG", "C")]
 
 

@@ -57,13 +57,26 @@ class AgentConfig:
         return os.path.join(self.data_dir, "agent")
 
 
-def make_launcher(config: AgentConfig, pod_cidr: str, recorder: EventRecorder) -> Launcher:
+def make_launcher(config: AgentConfig, pod_cidr: str, recorder: EventRecorder, client: Client,
+                  allocatable: dict[str, Any]) -> Launcher:
     """The runtime stack of this node: containers, sandboxes on the node's pod CIDR, images."""
     run = Path(config.run_dir)
     runtime = Runtime(Path(config.agent_dir), run, run / "runc")
     sandboxes = Sandboxes(run, CniConfig(bridge=config.bridge, subnet=pod_cidr, state_dir=run / "cni"))
     images = ImageStore(Path(config.data_dir) / "images", hosts=Hosts(Path(config.data_dir) / "registries"))
-    return Launcher(runtime, sandboxes, images, recorder)
+    return Launcher(runtime, sandboxes, images, recorder, _fetcher(client), allocatable)
+
+
+def _fetcher(client: Client) -> Any:
+    """Read a namespaced object through the API; None when it does not exist."""
+    async def fetch(resource: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await client.get(f"/api/v1/namespaces/{namespace}/{resource}/{name}")  # type: ignore[no-any-return]
+        except ApiError as e:
+            if e.code == 404:
+                return None
+            raise
+    return fetch
 
 
 class NodeAgent:
@@ -88,7 +101,8 @@ class NodeAgent:
             await self.registration.register()
             pod_cidr = await self.registration.wait_for_pod_cidr()
             await ensure_unreachable_routes()
-            self.launcher = make_launcher(self.config, pod_cidr, self.recorder)
+            allocatable = self.registration.node.get("status", {}).get("allocatable", {})
+            self.launcher = make_launcher(self.config, pod_cidr, self.recorder, self.client, allocatable)
             self.ctx = NodeContext(self.client, self.recorder, self.config.node_name, self.config.node_ip,
                                    self.launcher)
             selector = {"fieldSelector": f"spec.nodeName={self.config.node_name}"}

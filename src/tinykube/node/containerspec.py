@@ -58,26 +58,13 @@ def expand(text: str, env: dict[str, str]) -> str:
     return "".join(out)
 
 
-def environment(image_env: list[str], container: dict[str, Any], resolved: dict[str, str]) -> dict[str, str]:
-    """Image Env, then the container's env in order (a variable the image set keeps its place).
-
-    ``$(VAR)`` in a value refers only to variables the container defined before it: the kubelet
-    never sees the image's Env, so ``$(PATH)`` stays literal unless the pod sets PATH.
-    ``resolved`` holds values of ``valueFrom`` entries already looked up by the caller.
-    """
+def environment(image_env: list[str], pod_env: dict[str, str]) -> dict[str, str]:
+    """The image's Env overlaid by the pod's variables (a variable the image set keeps its place)."""
     env: dict[str, str] = {}
     for entry in image_env:
         key, _, val = entry.partition("=")
         env[key] = val
-    own: dict[str, str] = {}
-    for var in container.get("env") or []:
-        name = var["name"]
-        if "valueFrom" in var:
-            if name in resolved:
-                own[name] = resolved[name]
-        else:
-            own[name] = expand(var.get("value", ""), own)
-    env.update(own)
+    env.update(pod_env)
     return env
 
 

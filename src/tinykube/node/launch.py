@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tinykube.client.events import EventRecorder, reference
-from tinykube.node import containerspec
+from tinykube.node import containerspec, envvars
 from tinykube.node.runtime import cgroups
 from tinykube.node.runtime.cgroups import Resources
 from tinykube.node.runtime.containers import ContainerSpec, ContainerStatus, Runtime
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 PULL_BACKOFF_START = 10.0  # seconds: the kubelet's image pull back-off doubles from here
 PULL_BACKOFF_MAX = 300.0
+CONFIG_RETRY = 2.0  # seconds before a container waiting on a missing ConfigMap/Secret key is tried again
 RESYNC_AFTER_ERROR = 1.0  # seconds: the pod worker re-syncs soon after a failed pull and then reports the back-off
 CLUSTER_DNS = "10.43.0.10"
 CLUSTER_DOMAIN = "cluster.local"
@@ -90,11 +91,14 @@ def dns_config(pod: Obj) -> DnsConfig:
 class Launcher:
     """Runtime operations for pods, with their events."""
 
-    def __init__(self, runtime: Runtime, sandboxes: Sandboxes, images: ImageStore, recorder: EventRecorder):
+    def __init__(self, runtime: Runtime, sandboxes: Sandboxes, images: ImageStore, recorder: EventRecorder,
+                 fetch: envvars.Fetch, allocatable: Obj):
         self.runtime = runtime
         self.sandboxes = sandboxes
         self.images = images
         self.recorder = recorder
+        self.fetch = fetch  # reads ConfigMaps and Secrets through the API
+        self.allocatable = allocatable  # the node's, for resourceFieldRef without a limit
         self._pull_backoff: dict[tuple[str, str], tuple[float, float]] = {}  # (uid, image) → (delay, until)
         self._sandbox_ips: dict[str, str] = {}
 
@@ -133,7 +137,12 @@ class Launcher:
     async def start_container(self, pod: Obj, container: Obj, attempt: int, on_exit: ExitCallback) -> Started:
         ref = reference(pod, field_path(pod, container["name"]))
         image = await self._pull(pod, container, ref)
-        spec = self._container_spec(pod, container, attempt, image)
+        try:
+            own_env = await envvars.pod_env(pod, container, self.fetch, self.allocatable)
+        except envvars.EnvError as e:
+            self.recorder.record(ref, "Warning", "Failed", f"Error: {e}")
+            raise LaunchError("CreateContainerConfigError", str(e), CONFIG_RETRY) from e
+        spec = self._container_spec(pod, container, attempt, image, own_env)
 
         def exited(status: ContainerStatus) -> None:
             on_exit(status.id, status.exit_code or 0, exit_reason(status), status.started_at, status.finished_at)
@@ -178,12 +187,12 @@ class Launcher:
             self.recorder.record(ref, "Normal", "Pulled", f'Container image "{name}" already present on machine')
         return ensured.image
 
-    def _container_spec(self, pod: Obj, container: Obj, attempt: int, image: Image) -> ContainerSpec:
+    def _container_spec(self, pod: Obj, container: Obj, attempt: int, image: Image,
+                        own_env: dict[str, str]) -> ContainerSpec:
         uid = pod["metadata"]["uid"]
         config = image.config
-        env = containerspec.environment(list(config.env), container, {})
-        own_env = containerspec.environment([], container, {})  # $(VAR) in command/args sees only the pod's env
-        args = containerspec.argv(container, list(config.entrypoint), list(config.cmd), own_env)
+        env = containerspec.environment(list(config.env), own_env)
+        args = containerspec.argv(container, list(config.entrypoint), list(config.cmd), own_env)  # $(VAR): pod env only
         if not args:
             raise LaunchError("CreateContainerError", "no command specified", PULL_BACKOFF_START)
         uid_gid = containerspec.user_ids(config.user, _image_file(image, "etc/passwd"), _image_file(image, "etc/group"))

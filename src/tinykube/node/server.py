@@ -38,7 +38,10 @@ def options(query: Mapping[str, str]) -> LogOptions:
         seconds = integer("sinceSeconds") or 0
         since = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=seconds)
     elif query.get("sinceTime"):
-        since = datetime.datetime.fromisoformat(query["sinceTime"].replace("Z", "+00:00"))
+        try:
+            since = datetime.datetime.fromisoformat(query["sinceTime"].replace("Z", "+00:00"))
+        except ValueError:
+            raise bad_request(f'parsing time "{query["sinceTime"]}" as "2006-01-02T15:04:05Z07:00": cannot parse') from None
     return LogOptions(tail_lines=integer("tailLines"), since=since,
                       timestamps=query.get("timestamps") == "true", limit_bytes=integer("limitBytes"),
                       follow=query.get("follow") == "true")
