@@ -41,10 +41,10 @@ def stop_node_cluster(cluster: Cluster, run_dir: Path) -> None:
             cluster.kubectl("delete", "pods", "--all", "-A", "--grace-period=0", "--force", "--timeout=60s", check=False)
     finally:
         cluster.stop()
-        _remove_leftovers(run_dir)
+        _remove_leftovers(run_dir, cluster.data_dir)
 
 
-def _remove_leftovers(run_dir: Path) -> None:
+def _remove_leftovers(run_dir: Path, data_dir: Path) -> None:
     sandboxes = run_dir / "sandboxes"
     ours = {d.name for d in sandboxes.iterdir() if d.is_dir()} if sandboxes.exists() else set()
     runc_root = run_dir / "runc"
@@ -59,7 +59,7 @@ def _remove_leftovers(run_dir: Path) -> None:
             pass
     for line in reversed(Path("/proc/mounts").read_text().splitlines()):
         target = line.split()[1]
-        if target.startswith(str(run_dir)):
+        if target.startswith((str(run_dir) + "/", str(data_dir) + "/")):
             mounts.unmount(Path(target))
     subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
     for pod in cgroups.list_pod_cgroups():

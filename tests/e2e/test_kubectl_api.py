@@ -37,7 +37,10 @@ def test_apply_every_tutorial_manifest(cluster: Cluster, ns: str) -> None:
         assert "created" in out, out
     for manifest in TUTORIAL:
         out = cluster.kubectl("-n", ns, "apply", "-f", manifest).stdout
-        assert "unchanged" in out and "created" not in out, out
+        # As on a real cluster, a pod listing volumes re-applies as "configured": its live volumes also hold the
+        # injected kube-api-access one, so kubectl's three-way patch carries $setElementOrder directives.
+        again = "configured" if "volumes:" in (EXAMPLES / manifest).read_text() else "unchanged"
+        assert again in out and "created" not in out, out
     names = cluster.kubectl("-n", ns, "get", "pods", "-o", "name").stdout.split()
     assert len(names) == 8
 

@@ -284,3 +284,39 @@ def test_environment_from_sources(node: Cluster) -> None:
     node.kubectl("delete", "pod", "envs")
     node.kubectl("delete", "configmap", "env-config")
     node.kubectl("delete", "secret", "env-secret")
+
+
+def test_tutorial_web_app_shares_an_empty_dir(node: Cluster) -> None:
+    node.kubectl("apply", "-f", "web-app.yaml")
+    node.kubectl("wait", "--for=condition=Ready", "pod/web-app", "--timeout=60s")
+    assert node.kubectl("get", "pod", "web-app", "--no-headers").stdout.split()[1] == "2/2"
+    ip = pod(node, "web-app")["status"]["podIP"]
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def fetched() -> bool:
+        try:
+            with opener.open(f"http://{ip}/app.log", timeout=5) as resp:
+                return b"Log entry" in resp.read()
+        except OSError:
+            return False
+    eventually(fetched, "the sidecar's log through nginx")
+    node.kubectl("delete", "pod", "web-app")
+
+
+def test_tutorial_storage_pod(node: Cluster) -> None:
+    node.kubectl("apply", "-f", "storage-pod.yaml")
+    eventually(lambda: "FailedMount" in node.kubectl("describe", "pod", "storage-pod").stdout, "FailedMount")
+    describe = node.kubectl("describe", "pod", "storage-pod").stdout
+    assert 'configmap "nginx-config" not found' in describe, describe
+    assert status_column(node, "storage-pod") == "ContainerCreating"
+    node.kubectl("create", "configmap", "nginx-config", "--from-literal=extra.conf=# tinykube")
+    node.kubectl("create", "secret", "generic", "app-secret", "--from-literal=password=s3cr3t")
+    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data-pvc"},
+           "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
+    node.kubectl("apply", "-f", "-", input=json.dumps(pvc))
+    node.kubectl("wait", "--for=condition=Ready", "pod/storage-pod", "--timeout=60s")
+    assert node.kubectl("get", "pvc", "data-pvc", "-o", "jsonpath={.status.phase}").stdout == "Bound"
+    node.kubectl("delete", "pod", "storage-pod")
+    node.kubectl("delete", "pvc", "data-pvc")
+    node.kubectl("delete", "configmap", "nginx-config")
+    node.kubectl("delete", "secret", "app-secret")

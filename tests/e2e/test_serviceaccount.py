@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,7 +45,16 @@ def publisher(cluster: Cluster) -> Iterator[None]:
             await api.close()
 
     task = loop.create_task(run())
-    thread = threading.Thread(target=loop.run_until_complete, args=(task,), daemon=True)
+
+    def serve() -> None:
+        try:
+            loop.run_until_complete(task)
+        except asyncio.CancelledError:  # stopped at teardown
+            pass
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
         yield
@@ -53,12 +63,13 @@ def publisher(cluster: Cluster) -> Iterator[None]:
         thread.join(timeout=10)
 
 
-def _eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+def _eventually(check: Callable[[], Any], retried: tuple[type[Exception], ...] = (AssertionError,),
+                timeout: float = 10.0) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         try:
             return check()
-        except AssertionError:
+        except retried:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
@@ -75,9 +86,7 @@ def _token_kubeconfig(cluster: Cluster, path: Path, ns: str) -> Path:
     return path
 
 
-def _kubectl_as(cluster: Cluster, kubeconfig: Path, token: str, *args: str) -> Any:
-    import subprocess
-
+def _kubectl_as(cluster: Cluster, kubeconfig: Path, token: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**cluster.env(), "KUBECONFIG": str(kubeconfig)}
     return subprocess.run(["kubectl", f"--token={token}", *args], capture_output=True, text=True, env=env, timeout=60)
 
@@ -154,7 +163,8 @@ def test_python_client_with_a_service_account_token(cluster: Cluster, ns: str) -
     admin.cert_file, admin.key_file = str(cluster.data_dir / "tls" / "admin.crt"), str(cluster.data_dir / "tls" / "admin.key")
     core = client.CoreV1Api(client.ApiClient(admin))
     request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600))
-    issued = _eventually(lambda: core.create_namespaced_service_account_token("default", ns, request))
+    issued = _eventually(lambda: core.create_namespaced_service_account_token("default", ns, request),
+                         (client.ApiException,))  # until the controller has made the namespace's default account
     assert issued.status.token and issued.spec.expiration_seconds == 600
     as_sa = client.Configuration()
     as_sa.host, as_sa.ssl_ca_cert = cluster.url, admin.ssl_ca_cert

@@ -1375,6 +1375,10 @@ def validate_persistent_volume_claim_update(new: Obj, old: Obj) -> Errors:
     new_spec, old_spec = dict(m(new, "spec")), dict(m(old, "spec"))
     if not s(old_spec, "volumeName"):
         old_spec["volumeName"] = new_spec.get("volumeName")
+    old_beta = m(m(old, "metadata"), "annotations").get("volume.beta.kubernetes.io/storage-class")
+    if old_spec.get("storageClassName") is None and new_spec.get("storageClassName") is not None \
+            and old_beta in (None, new_spec["storageClassName"]):  # validateStorageClassUpgradeFromNil
+        old_spec["storageClassName"] = new_spec["storageClassName"]
     if s(m(new, "status"), "phase") == "Bound":
         new_spec["resources"] = {**m(new_spec, "resources"), "requests": {
             **m(m(new_spec, "resources"), "requests"), "storage": m(m(old_spec, "resources"), "requests").get("storage")}}

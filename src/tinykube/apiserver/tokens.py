@@ -181,15 +181,17 @@ class ServiceAccountTokens:
 
     async def _check_live(self, resource: str, namespace: str | None, ref: dict[str, Any], now: float) -> None:
         """The object must exist, not be deleted over a minute ago, and have the uid the token names."""
-        obj = await self._lookup(resource, namespace, str(ref.get("name", "")))
+        name = str(ref.get("name", ""))
+        obj = await self._lookup(resource, namespace, name)
+        what = f"{resource} {namespace}/{name}" if namespace else f"{resource} {name}"
         if obj is None:
-            raise InvalidToken(f"{resource} {namespace}/{ref.get('name')} no longer exists")
+            raise InvalidToken(f"{what} no longer exists")
         meta = obj["metadata"]
         deleted = meta.get("deletionTimestamp")
         if deleted and datetime.datetime.fromisoformat(deleted).timestamp() < now - LEEWAY:
-            raise InvalidToken(f"{resource} {namespace}/{ref.get('name')} has been deleted")
+            raise InvalidToken(f"{what} has been deleted")
         if meta.get("uid", "") != ref.get("uid", ""):
-            raise InvalidToken(f"{resource} {namespace}/{ref.get('name')} uid ({meta.get('uid')}) does not match claim")
+            raise InvalidToken(f"{what}: uid {meta.get('uid')} does not match the claim's")
 
 
 def storage_lookup(storage: Storage) -> Lookup:
@@ -212,7 +214,7 @@ def storage_lookup(storage: Storage) -> Lookup:
 def _check_times(payload: dict[str, Any], now: float) -> None:
     """go-jose's ``Claims.ValidateWithLeeway``: each of exp, nbf and iat is checked when present."""
     exp, nbf, iat = (payload.get(k) for k in ("exp", "nbf", "iat"))
-    if not all(v is None or isinstance(v, (int, float)) and not isinstance(v, bool) for v in (exp, nbf, iat)):
+    if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in (exp, nbf, iat)):
         raise InvalidToken("malformed time claim")
     if nbf is not None and now + LEEWAY < nbf:
         raise InvalidToken("service account token is not valid yet")

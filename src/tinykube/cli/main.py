@@ -19,8 +19,10 @@ import sys
 from tinykube.apiserver.server import ControlPlane, ServerConfig, running
 from tinykube.cli import image, kubeconfig
 from tinykube.client.rest import Client
+from tinykube.controllers.localpath import LocalPathController
 from tinykube.controllers.namespace import NamespaceController
 from tinykube.controllers.nodeipam import NodeIpamController
+from tinykube.controllers.rootca import RootCACertPublisher
 from tinykube.controllers.scheduler import SchedulerController
 from tinykube.controllers.serviceaccounts import ServiceAccountController
 from tinykube.node.agent import AgentConfig, NodeAgent
@@ -76,6 +78,11 @@ def _announce(plane: ControlPlane, merge_into: str | None) -> None:
     print(f"  kubeconfig: {admin}{' (also merged into ' + merge_into + ')' if merge_into else ''}", flush=True)
 
 
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
 def _stop_event() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -119,7 +126,8 @@ async def _serve(args: argparse.Namespace) -> None:
         client = Client(plane.loopback, "kube-controller-manager")
         tasks = [asyncio.create_task(controller.run()) for controller in (
             NamespaceController(client), ServiceAccountController(client), SchedulerController(client),
-            NodeIpamController(client))]
+            NodeIpamController(client), LocalPathController(client, os.path.join(args.data_dir, "storage")),
+            RootCACertPublisher(client, _read(plane.pki.ca_cert)))]
         if args.command == "up":
             tasks.append(asyncio.create_task(_node(args, config.url, plane.join_token)))
         merge = None if args.command != "up" or args.no_kubeconfig else os.path.expanduser("~/.kube/config")

@@ -30,6 +30,7 @@ from tinykube.node.runtime.containers import Runtime
 from tinykube.node.runtime.images import ImageStore
 from tinykube.node.runtime.registry import Hosts
 from tinykube.node.runtime.sandbox import Sandboxes, ensure_unreachable_routes
+from tinykube.node.volumes import VolumeManager
 from tinykube.node.worker import NodeContext, PodWorker
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,9 @@ class NodeAgent:
             await ensure_unreachable_routes()
             allocatable = self.registration.node.get("status", {}).get("allocatable", {})
             self.launcher = make_launcher(self.config, pod_cidr, self.recorder, self.client, allocatable)
+            volumes = VolumeManager(self.client, os.path.join(self.config.agent_dir, "pods"), allocatable=allocatable)
             self.ctx = NodeContext(self.client, self.recorder, self.config.node_name, self.config.node_ip,
-                                   self.launcher)
+                                   self.launcher, volumes)
             selector = {"fieldSelector": f"spec.nodeName={self.config.node_name}"}
             await self._remove_orphans(selector)
             await asyncio.gather(self.registration.heartbeat(),
@@ -131,6 +133,7 @@ class NodeAgent:
             log.info("removing orphaned pod %s", uid)
             ids = [c.id for c in self.launcher.runtime.list() if c.pod_uid == uid]
             await self.launcher.teardown(uid, ids, 0)
+            await self.ctx.volumes.teardown(uid)
 
     async def _on_pod(self, kind: str, pod: dict[str, Any]) -> None:
         uid = pod["metadata"]["uid"]

@@ -26,6 +26,7 @@ from tinykube.node.runtime.containers import ContainerSpec, ContainerStatus, Run
 from tinykube.node.runtime.images import Image, ImageError, ImageNeverPull, ImageStore, PullError
 from tinykube.node.runtime.cni import PortMapping
 from tinykube.node.runtime.sandbox import DnsConfig, Sandboxes
+from tinykube.node.volumes import VolumeError, VolumePath, container_mounts
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,8 @@ class Launcher:
         """UIDs of every pod with a sandbox on this node (to find orphans at start)."""
         return {s.pod_uid for s in self.sandboxes.list()}
 
-    async def start_container(self, pod: Obj, container: Obj, attempt: int, on_exit: ExitCallback) -> Started:
+    async def start_container(self, pod: Obj, container: Obj, attempt: int, on_exit: ExitCallback,
+                              volumes: dict[str, VolumePath]) -> Started:
         ref = reference(pod, field_path(pod, container["name"]))
         image = await self._pull(pod, container, ref)
         try:
@@ -142,7 +144,11 @@ class Launcher:
         except envvars.EnvError as e:
             self.recorder.record(ref, "Warning", "Failed", f"Error: {e}")
             raise LaunchError("CreateContainerConfigError", str(e), CONFIG_RETRY) from e
-        spec = self._container_spec(pod, container, attempt, image, own_env)
+        try:
+            spec = self._container_spec(pod, container, attempt, image, own_env, volumes)
+        except VolumeError as e:
+            self.recorder.record(ref, "Warning", "Failed", f"Error: {e.message}")
+            raise LaunchError(e.reason, e.message, CONFIG_RETRY) from e
 
         def exited(status: ContainerStatus) -> None:
             on_exit(status.id, status.exit_code or 0, exit_reason(status), status.started_at, status.finished_at)
@@ -188,7 +194,7 @@ class Launcher:
         return ensured.image
 
     def _container_spec(self, pod: Obj, container: Obj, attempt: int, image: Image,
-                        own_env: dict[str, str]) -> ContainerSpec:
+                        own_env: dict[str, str], volumes: dict[str, VolumePath]) -> ContainerSpec:
         uid = pod["metadata"]["uid"]
         config = image.config
         env = containerspec.environment(list(config.env), own_env)
@@ -208,7 +214,8 @@ class Launcher:
             id=runtime_id, pod_uid=uid, name=container["name"], args=args,
             log_path=os.path.join(log_dir, f"{attempt}.log"), rootfs_layers=list(reversed(image.layers)),
             env=[f"{k}={v}" for k, v in env.items()], cwd=container.get("workingDir") or config.working_dir or "/",
-            uid=uid_gid[0], gid=uid_gid[1], mounts=sandbox.mounts(), sandbox=sandbox,
+            uid=uid_gid[0], gid=uid_gid[1], sandbox=sandbox,
+            mounts=sandbox.mounts() + container_mounts(container, volumes, own_env),
             cgroup_path=cgroups.container_cgroup(uid, qos, runtime_id),
             resources=Resources(cpu_shares=lim.cpu_shares, cpu_quota_us=lim.cpu_quota_us,
                                 cpu_period_us=lim.cpu_period_us, memory_limit_bytes=lim.memory_limit_bytes or None))

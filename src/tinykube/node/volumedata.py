@@ -88,9 +88,7 @@ def _changed(payload: Payload, old_dir: Path) -> bool:
     """Whether any file's content differs from (or is missing in) the current version."""
     for key, projection in payload.items():
         current = old_dir / key
-        if not current.exists() and not current.is_symlink():
-            return True
-        if current.read_bytes() != projection.data:
+        if not os.path.lexists(current) or current.read_bytes() != projection.data:
             return True
     return False
 
@@ -140,8 +138,7 @@ def _swap_data_link(target: Path, ts_dir: Path) -> None:
         raise
 
 
-def atomic_write(target: Path, payload: Payload, set_perms: Callable[[str], None] | None = None,
-                 now: datetime.datetime | None = None) -> bool:
+def atomic_write(target: Path, payload: Payload, set_perms: Callable[[str], None] | None = None) -> bool:
     """Project ``payload`` into ``target`` atomically (the kubelet's ``AtomicWriter.Write``).
 
     Returns whether a new version was written.  ``set_perms`` gets the new timestamped dir's
@@ -158,7 +155,7 @@ def atomic_write(target: Path, payload: Payload, set_perms: Callable[[str], None
         if not remove and not _changed(clean, old_dir):
             _create_user_visible(clean, target)  # the data is current; make sure the links are too
             return False
-    ts_dir = _new_timestamp_dir(target, now or datetime.datetime.now(datetime.timezone.utc))
+    ts_dir = _new_timestamp_dir(target, datetime.datetime.now(datetime.timezone.utc))
     _write_files(clean, ts_dir)
     if set_perms is not None:
         set_perms(ts_dir.name)
@@ -263,6 +260,9 @@ def field_value(pod: Obj, field_path: str) -> str:
     raise ValueError(f"unsupported fieldPath: {field_path}")
 
 
+_DOWNWARD_RESOURCES = ("cpu", "memory", "ephemeral-storage")
+
+
 def _find_container(pod: Obj, name: str) -> Obj:
     spec = pod.get("spec") or {}
     for container in (spec.get("containers") or []) + (spec.get("initContainers") or []):
@@ -278,11 +278,11 @@ def resource_value(pod: Obj, ref: Obj, allocatable: dict[str, str]) -> str:
     """
     container = _find_container(pod, ref.get("containerName", ""))
     kind, _, name = ref["resource"].partition(".")
-    if kind not in ("limits", "requests") or name not in ("cpu", "memory", "ephemeral-storage"):
+    if kind not in ("limits", "requests") or name not in _DOWNWARD_RESOURCES:
         raise ValueError(f"unsupported container resource : {ref['resource']}")
     amounts = dict((container.get("resources") or {}).get(kind) or {})
     if kind == "limits":
-        amounts = {**{k: v for k, v in allocatable.items() if k in ("cpu", "memory", "ephemeral-storage")}, **amounts}
+        amounts = {**{k: v for k, v in allocatable.items() if k in _DOWNWARD_RESOURCES}, **amounts}
     divisor = ref.get("divisor") or "1"
     if parse_quantity(divisor) == 0:
         divisor = "1"

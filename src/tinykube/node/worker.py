@@ -24,6 +24,7 @@ from tinykube.client.rest import Client, path
 from tinykube.node import podstatus
 from tinykube.node.launch import Launcher, LaunchError, exit_reason, field_path
 from tinykube.node.podstatus import Observed, PodObservation
+from tinykube.node.volumes import VolumeError, VolumeManager, VolumePath
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ assert PODS is not None
 BACKOFF_START = 10.0  # seconds before the second restart (kubelet's initial crash-loop back-off)
 BACKOFF_MAX = 300.0  # seconds: the back-off never grows past five minutes
 BACKOFF_RESET = 600.0  # seconds of running after which a container's back-off starts over
+VOLUME_RETRY = 2.0  # seconds before a volume that failed to mount (e.g. a missing ConfigMap) is tried again
+VOLUME_REFRESH = 60.0  # seconds between refreshes of ConfigMap/Secret/projected volumes (kubelet's sync period)
 
 Obj = dict[str, Any]
 
@@ -63,6 +66,7 @@ class NodeContext:
     node_name: str
     node_ip: str
     launcher: Launcher
+    volumes: VolumeManager
 
 
 @dataclass
@@ -79,6 +83,7 @@ class PodWorker:
     _pod_ip: str = ""
     _start_time: str = ""
     _initialized: bool = False  # sticky once every init container is done (as the Initialized condition)
+    _volumes: dict[str, VolumePath] | None = None  # set up once per pod
     _done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def update(self, pod: Obj | None) -> None:
@@ -141,6 +146,9 @@ class PodWorker:
             self._start_time = self._start_time or now()
             await self._write_status()  # ContainerCreating is visible while the sandbox is built
             self._pod_ip = await self.ctx.launcher.ensure_sandbox(pod)
+        if not await self._ensure_volumes(pod):
+            await self._write_status()
+            return
         if not self._initialized:
             await self._sync_init(pod)
             if self._initialized:
@@ -150,6 +158,26 @@ class PodWorker:
             await asyncio.gather(*(self._sync_container(pod, c, "sidecar") for c in sidecars),
                                  *(self._sync_container(pod, c, "app") for c in pod["spec"]["containers"]))
         await self._write_status()
+
+    async def _ensure_volumes(self, pod: Obj) -> bool:
+        """Every volume set up (refreshed on each sync: ConfigMap updates reach running pods)."""
+        try:
+            if self._volumes is None:
+                self._volumes = await self.ctx.volumes.setup(pod)
+                asyncio.get_running_loop().call_later(VOLUME_REFRESH, self._refresh_tick)
+            else:
+                await self.ctx.volumes.refresh(pod)
+            return True
+        except VolumeError as e:
+            self.ctx.recorder.record(reference(pod), "Warning", e.reason, e.message)
+            asyncio.get_running_loop().call_later(VOLUME_RETRY, self._wake.set)
+            return False
+
+    def _refresh_tick(self) -> None:
+        """Re-sync about every minute, as the kubelet's periodic sync does, so projected data stays fresh."""
+        if not self._killed:
+            self._wake.set()
+            asyncio.get_running_loop().call_later(VOLUME_REFRESH, self._refresh_tick)
 
     async def _sync_init(self, pod: Obj) -> None:
         """Init containers one at a time, each to success; sidecars only to started (KEP-753)."""
@@ -210,7 +238,7 @@ class PodWorker:
         previous = record.observed
         attempt = record.attempt + 1
         try:
-            started = await self.ctx.launcher.start_container(pod, container, attempt, self._on_exit)
+            started = await self.ctx.launcher.start_container(pod, container, attempt, self._on_exit, self._volumes or {})
         except LaunchError as e:
             record.observed = Observed(previous.name, previous.image, "waiting", e.reason, e.message,
                                        restart_count=previous.restart_count, last_terminated=previous.last_terminated)
@@ -309,6 +337,7 @@ class PodWorker:
                 self.ctx.recorder.record(reference(pod, field_path(pod, record.observed.name)), "Normal",
                                          "Killing", f"Stopping container {record.observed.name}")
         await self.ctx.launcher.teardown(self.uid, [r.runtime_id for r in self.records.values() if r.runtime_id], grace)
+        await self.ctx.volumes.teardown(self.uid)
         if pod is not None:
             await self._remove_object(pod)
 

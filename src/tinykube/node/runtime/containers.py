@@ -215,8 +215,7 @@ class Runtime:
             raise ContainerError(f"container {id} is not running")
         config = records.read(self.bundles / id / "config.json") or {}
         spec = execs.process_spec(config["process"], argv, env=env, tty=tty)
-        done = await execs.run(self.runc, self.runc_root, self.bundles / id, id, spec, stdin=stdin,
-                               timeout=timeout, socket_dir=self.sockets)
+        done = await execs.run(self.runc, self.runc_root, self.bundles / id, id, spec, stdin=stdin, timeout=timeout)
         if done.timed_out:
             raise ExecTimeout(f"exec in container {id} timed out after {timeout} s")
         if done.result is None:

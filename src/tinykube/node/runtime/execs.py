@@ -25,7 +25,7 @@ import os
 import secrets
 import shutil
 import signal
-import socket
+import tty
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +38,7 @@ from tinykube.node.runtime import records
 __all__ = ["Exec", "ExecResult", "Finished", "process_spec", "run", "start"]
 
 MAX_OUTPUT = 16 * 1024 * 1024  # bytes kept per stream; the CRI's ExecSync caps at the same (the rest is drained)
-DRAIN_TIMEOUT = 2.0  # seconds to wait for output after the command exited (a background child may hold the pipe)
+DRAIN_TIMEOUT = 2.0  # seconds to wait for our pipes to close once runc has exited
 KILL_REAP_TIMEOUT = 10.0  # seconds for runc to exit once the exec'd process got SIGKILL
 VEOF = b"\x04"  # ^D: how a terminal says "end of input"
 
@@ -67,16 +67,16 @@ class Finished:
 class Exec:
     """A started ``runc exec``: runc's process, its scratch dir, and the ends of the command's I/O.
 
-    Without a terminal ``stdin`` (or None for /dev/null), ``stdout`` and ``stderr`` are pipe
-    fds; with one, ``pty`` is the master of its terminal (read output, write input) and the
-    pipes carry only runc's own messages.  The caller owns every fd here.
+    Without a terminal ``stdin`` (None: /dev/null), ``stdout`` and ``stderr`` are pipe fds; with
+    one, ``pty`` is the master of the terminal runc relays (read output, write input) and the
+    others are None.  The caller owns every fd here.
     """
 
     proc: asyncio.subprocess.Process
     dir: Path
     stdin: int | None
     stdout: int | None
-    stderr: int
+    stderr: int | None
     pty: int | None = None
 
     def runc_error(self) -> str:
@@ -131,47 +131,48 @@ def process_spec(container: Json, argv: Sequence[str], *, env: Mapping[str, str]
     return spec
 
 
-async def start(runc: str, root: Path, bundle: Path, id: str, spec: Json, *, stdin: bool = False,
-                socket_dir: Path | None = None) -> Exec:
-    """Start ``runc exec`` for ``spec`` in container ``id`` and return its ends of the I/O.
+async def start(runc: str, root: Path, bundle: Path, id: str, spec: Json, *, stdin: bool = False) -> Exec:
+    """Start ``runc exec`` for ``spec`` in container ``id`` and return our ends of its I/O.
 
-    ``stdin`` asks for a pipe to the command's stdin (else /dev/null).  A terminal (``spec``'s
-    ``terminal``) needs ``socket_dir``: a short dir for the console socket on which runc hands
-    over the pty master (a socket path must fit in 108 bytes; bundles' paths need not).
+    ``stdin`` asks for a pipe to the command's stdin (else /dev/null); with a terminal (``spec``'s
+    ``terminal``) input and output go through the pty master instead.
     """
     scratch = bundle / "exec" / secrets.token_hex(6)
     scratch.mkdir(parents=True)
     records.write(scratch / "process.json", spec)
     args = [runc, "--root", str(root), "--log", str(scratch / "log"), "--log-format", "json", "exec",
-            "--process", str(scratch / "process.json"), "--pid-file", str(scratch / "pid")]
+            "--process", str(scratch / "process.json"), "--pid-file", str(scratch / "pid"), id]
     try:
         if spec.get("terminal"):
-            if socket_dir is None:
-                raise ValueError("an exec with a terminal needs a socket_dir for runc's console socket")
-            return await _start_with_terminal(args, id, scratch, socket_dir)
-        return await _start_with_pipes(args, id, scratch, stdin)
+            return await _start_with_terminal(args, scratch)
+        return await _start_with_pipes(args, scratch, stdin)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
 
 
 async def run(runc: str, root: Path, bundle: Path, id: str, spec: Json, *, stdin: bytes | None = None,
-              timeout: float | None = None, socket_dir: Path | None = None) -> Finished:
+              timeout: float | None = None) -> Finished:
     """Run the exec to its end, feeding ``stdin`` and collecting output; kill it after ``timeout`` s.
 
+    runc returns once the command exited *and* its output is closed, like containerd's ExecSync:
+    a background child that keeps stdout open keeps the exec going, up to the timeout.
     Cancelling the caller kills the exec too: an abandoned probe leaves nothing running.
     """
-    ex = await start(runc, root, bundle, id, spec, stdin=stdin is not None, socket_dir=socket_dir)
-    if ex.pty is not None and ex.pty >= 0 and stdin is not None:
-        ex.stdin = os.dup(ex.pty)  # the reader closes the master when the command ends: write to our own fd
-    reads = [asyncio.ensure_future(_read_all(fd)) for fd in (ex.pty if ex.pty is not None else ex.stdout, ex.stderr)]
+    ex = await start(runc, root, bundle, id, spec, stdin=stdin is not None)
+    if ex.pty is not None and stdin is not None:
+        ex.stdin = os.dup(ex.pty)  # the reader closes the master when runc is done: write to our own fd
+    outputs = [ex.pty] if ex.pty is not None else [ex.stdout, ex.stderr]
+    reads = [asyncio.ensure_future(_read_all(fd)) for fd in outputs if fd is not None]
     feed = asyncio.ensure_future(_feed(ex, stdin or b"", VEOF if ex.pty is not None else b""))
     try:
         async with asyncio.timeout(timeout):
             code = await ex.proc.wait()
+        error = ex.runc_error()
+        timed_out = False
     except TimeoutError:
         await _stop(ex)
-        return Finished(None, ex.runc_error(), timed_out=True)
+        error, timed_out = ex.runc_error(), True
     except BaseException:
         await asyncio.shield(_stop(ex))
         raise
@@ -179,24 +180,23 @@ async def run(runc: str, root: Path, bundle: Path, id: str, spec: Json, *, stdin
         feed.cancel()
         await asyncio.gather(feed, return_exceptions=True)
         _close(ex.stdin)
-        outputs = await _gather_output(reads)
+        out = await _gather_output(reads)
         shutil.rmtree(ex.dir, ignore_errors=True)
-    error = ex.runc_error()
-    if error:
-        return Finished(None, error)
-    return Finished(ExecResult(code, outputs[0], b"" if ex.pty is not None else outputs[1]))
+    if timed_out or error:
+        return Finished(None, error, timed_out)
+    return Finished(ExecResult(code, out[0], out[1] if len(out) > 1 else b""))
 
 
 # ---- starting runc ---------------------------------------------------------------------------
 
-async def _start_with_pipes(args: list[str], id: str, scratch: Path, stdin: bool) -> Exec:
-    """runc with pipes as the command's stdio (runc passes its own stdio on to the exec'd process)."""
+async def _start_with_pipes(args: list[str], scratch: Path, stdin: bool) -> Exec:
+    """runc with pipes as the command's stdio (runc copies between them and the command)."""
     in_r, in_w = os.pipe2(os.O_CLOEXEC) if stdin else (None, None)
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     try:
         proc = await asyncio.create_subprocess_exec(
-            *args, id, stdin=in_r if in_r is not None else asyncio.subprocess.DEVNULL, stdout=out_w, stderr=err_w,
+            *args, stdin=in_r if in_r is not None else asyncio.subprocess.DEVNULL, stdout=out_w, stderr=err_w,
             start_new_session=True)
     except BaseException:
         _close(in_w, out_r, err_r)
@@ -206,47 +206,22 @@ async def _start_with_pipes(args: list[str], id: str, scratch: Path, stdin: bool
     return Exec(proc, scratch, in_w, out_r, err_r)
 
 
-async def _start_with_terminal(args: list[str], id: str, scratch: Path, socket_dir: Path) -> Exec:
-    """runc with ``--console-socket``: it creates the pty in the container and sends us the master."""
-    path = socket_dir / f"exec-{scratch.name}"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+async def _start_with_terminal(args: list[str], scratch: Path) -> Exec:
+    """runc on a pty of ours: with ``terminal`` set and no ``--detach`` it makes the command's pty
+    in the container and copies between it and its own terminal (our slave), so we keep the exit
+    code; a streaming exec resizes by setting our pty's size and sending runc SIGWINCH.
+    """
+    master, slave = os.openpty()
+    tty.setraw(slave)  # as runc will: our line discipline must pass ^D and the rest through untouched
     try:
-        listener.bind(str(path))
-        listener.listen(1)
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *args, "--console-socket", str(path), id, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL, stderr=err_w, start_new_session=True)
-        finally:
-            os.close(err_w)
-        master = await _receive_pty(listener, proc)
+        proc = await asyncio.create_subprocess_exec(*args, stdin=slave, stdout=slave, stderr=slave,
+                                                    start_new_session=True)
     except BaseException:
-        os.close(err_r)
+        os.close(master)
         raise
     finally:
-        listener.close()
-        path.unlink(missing_ok=True)
-    return Exec(proc, scratch, None, None, err_r, pty=master)
-
-
-async def _receive_pty(listener: socket.socket, proc: asyncio.subprocess.Process) -> int:
-    """The pty master runc sends over the console socket; -1 when runc exited without sending one."""
-    loop = asyncio.get_running_loop()
-    accept = asyncio.ensure_future(loop.sock_accept(listener))
-    exited = asyncio.ensure_future(proc.wait())
-    await asyncio.wait({accept, exited}, return_when=asyncio.FIRST_COMPLETED)
-    exited.cancel()
-    if not accept.done():
-        accept.cancel()
-        return -1  # runc failed before making the terminal; its log says why
-    conn, _ = accept.result()
-    with conn:
-        await _wait_fd(conn.fileno(), readable=True)
-        _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
-    if not fds:
-        raise OSError(errno.EPROTO, "runc sent no pty master on the console socket")
-    return fds[0]
+        os.close(slave)  # runc holds the only other: EIO on the master once runc is done
+    return Exec(proc, scratch, None, None, None, pty=master)
 
 
 # ---- I/O -------------------------------------------------------------------------------------
@@ -263,8 +238,6 @@ async def _feed(ex: Exec, data: bytes, end: bytes) -> None:
 
 async def _read_all(fd: int, cap: int = MAX_OUTPUT) -> bytes:
     """What the writers of ``fd`` write until they all close it (EIO on a pty), keeping ``cap`` bytes."""
-    if fd < 0:
-        return b""
     kept = bytearray()
     os.set_blocking(fd, False)
     try:
@@ -308,7 +281,11 @@ async def _wait_fd(fd: int, *, readable: bool) -> None:
 
 
 async def _gather_output(reads: list[asyncio.Future[bytes]]) -> list[bytes]:
-    """The output read so far, waiting at most DRAIN_TIMEOUT for writers that outlive the command."""
+    """The output, waiting at most DRAIN_TIMEOUT once runc is gone.
+
+    runc is the only other holder of our ends, so they close with it; the bound keeps a leaked
+    descriptor from hanging the agent.
+    """
     await asyncio.wait(reads, timeout=DRAIN_TIMEOUT)
     for read in reads:
         read.cancel()
