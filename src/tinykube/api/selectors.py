@@ -16,69 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tinykube.api.errors import bad_request, format_value
+from tinykube.api.formats import is_qualified_name, is_valid_label_value
 from tinykube.api.registry import ResourceType
-
-# --- validation messages (apimachinery/pkg/util/validation/validation.go) -------------------
-
-_QUALIFIED_NAME_FMT = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
-_QUALIFIED_NAME_MSG = ("must consist of alphanumeric characters, '-', '_' or '.', "
-                       "and must start and end with an alphanumeric character")
-_LABEL_VALUE_FMT = f"({_QUALIFIED_NAME_FMT})?"
-_LABEL_VALUE_MSG = ("a valid label must be an empty string or consist of alphanumeric characters, "
-                    "'-', '_' or '.', and must start and end with an alphanumeric character")
-_DNS1123_LABEL_FMT = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_DNS1123_SUBDOMAIN_FMT = _DNS1123_LABEL_FMT + "(\\." + _DNS1123_LABEL_FMT + ")*"
-_DNS1123_SUBDOMAIN_MSG = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
-                          "'-' or '.', and must start and end with an alphanumeric character")
-
-
-def _regex_error(msg: str, fmt: str, *examples: str) -> str:
-    """``validation.RegexError``, including its double space between examples."""
-    shown = "".join(f"{' or ' if i else ''}'{e}', " for i, e in enumerate(examples))
-    return f"{msg} (e.g. {shown}regex used for validation is '{fmt}')"
-
-
-def _matches(fmt: str, value: str) -> bool:
-    return re.fullmatch(fmt, value) is not None
-
-
-def _dns1123_subdomain_errors(value: str) -> list[str]:
-    errs = ["must be no more than 253 characters"] if len(value) > 253 else []
-    if not _matches(_DNS1123_SUBDOMAIN_FMT, value):
-        errs.append(_regex_error(_DNS1123_SUBDOMAIN_MSG, _DNS1123_SUBDOMAIN_FMT, "example.com"))
-    return errs
-
-
-def _qualified_name_errors(value: str) -> list[str]:
-    """``validation.IsQualifiedName``: an optional DNS-subdomain prefix, ``/``, and a name."""
-    parts = value.split("/")
-    if len(parts) > 2:
-        return ["a qualified name " + _regex_error(_QUALIFIED_NAME_MSG, _QUALIFIED_NAME_FMT, "MyName", "my.name",
-                                                   "123-abc")
-                + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"]
-    errs: list[str] = []
-    if len(parts) == 2:
-        if not parts[0]:
-            errs.append("prefix part must be non-empty")
-        else:
-            errs.extend("prefix part " + e for e in _dns1123_subdomain_errors(parts[0]))
-    name = parts[-1]
-    if not name:
-        errs.append("name part must be non-empty")
-    elif len(name) > 63:
-        errs.append("name part must be no more than 63 characters")
-    if not _matches(_QUALIFIED_NAME_FMT, name):
-        errs.append("name part " + _regex_error(_QUALIFIED_NAME_MSG, _QUALIFIED_NAME_FMT, "MyName", "my.name",
-                                                "123-abc"))
-    return errs
-
-
-def _label_value_errors(value: str) -> list[str]:
-    errs = ["must be no more than 63 characters"] if len(value) > 63 else []
-    if not _matches(_LABEL_VALUE_FMT, value):
-        errs.append(_regex_error(_LABEL_VALUE_MSG, _LABEL_VALUE_FMT, "MyValue", "my_value", "12345"))
-    return errs
-
 
 def _go_strings(values: tuple[str, ...] | None) -> str:
     """A ``[]string`` as Go's ``%#v`` prints it inside a field error."""
@@ -164,7 +103,7 @@ def new_requirement(key: str, op: str, values: tuple[str, ...] | None) -> Requir
     ``values=None`` stands for Go's nil slice, which prints differently in the error text.
     """
     errors: list[str] = []
-    if key_errors := _qualified_name_errors(key):
+    if key_errors := is_qualified_name(key):
         errors.append(_invalid("key", format_value(key), "; ".join(key_errors)))
     if count_error := _value_count_error(op, values):
         errors.append(count_error)
@@ -174,7 +113,7 @@ def new_requirement(key: str, op: str, values: tuple[str, ...] | None) -> Requir
             errors.append(_invalid(f"values[{i}]", format_value(value),
                                    "for 'Gt', 'Lt' operators, the value must be an integer"))
     for i, value in enumerate(vals):
-        if value_errors := _label_value_errors(value):
+        if value_errors := is_valid_label_value(value):
             errors.append(_invalid(f"values[{i}][{key}]", format_value(value), "; ".join(value_errors)))
     if errors:
         raise _SelectorError(_aggregate(errors))
@@ -296,7 +235,7 @@ class _LabelParser:
             token, literal = self.take()
         if token != _ID:
             raise _SelectorError(f"found '{literal}', expected: identifier")
-        if key_errors := _qualified_name_errors(literal):
+        if key_errors := is_qualified_name(literal):
             raise _SelectorError(_invalid("<nil>", format_value(literal), "; ".join(key_errors)))
         if not op and self.peek()[0] in (_EOS, ","):
             op = "exists"

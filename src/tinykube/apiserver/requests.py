@@ -16,6 +16,7 @@ import yaml
 from aiohttp import web
 
 from tinykube.api import protobuf, registry
+from tinykube.api.formats import go_quote
 from tinykube.api.errors import ApiError, bad_request, not_found, too_large, unsupported_media_type
 from tinykube.api.registry import ResourceType
 
@@ -149,25 +150,6 @@ def object_response(obj: Any, status: int = 200, warnings: list[str] | None = No
     for warning in dict.fromkeys(warnings or ()):
         response.headers.add("Warning", f"299 - {go_quote(warning)}")
     return response
-
-
-_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v",
-               '"': '\\"', "\\": "\\\\"}
-
-
-def go_quote(text: str) -> str:
-    """Go's ``strconv.Quote``: client-go parses warning texts with its inverse and drops what it cannot parse."""
-    out = []
-    for ch in text:
-        if ch in _GO_ESCAPES:
-            out.append(_GO_ESCAPES[ch])
-        elif ch.isprintable():
-            out.append(ch)
-        elif ord(ch) < 0x80:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}")
-    return '"' + "".join(out) + '"'
 
 
 def resource_not_found(info: RequestInfo) -> ApiError:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tinykube.api.formats import go_quote
 from tinykube.api.quantity import milli_value, parse_quantity, value
 
 DEFAULT_MODE = 0o644  # the API's default for defaultMode (420)
@@ -219,25 +220,6 @@ def secret_payload(secret: Obj, source: Obj, default_mode: int | None) -> Payloa
 
 
 # --- the downward API ----------------------------------------------------------------------
-
-_GO_ESCAPES = {'"': '\\"', "\\": "\\\\", "\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
-               "\t": "\\t", "\v": "\\v"}
-
-
-def go_quote(text: str) -> str:
-    """Go's ``strconv.Quote`` (``%q``): printable characters kept, the rest escaped."""
-    out = []
-    for char in text:
-        if char in _GO_ESCAPES:
-            out.append(_GO_ESCAPES[char])
-        elif char.isprintable():
-            out.append(char)
-        elif ord(char) < 0x80:
-            out.append(f"\\x{ord(char):02x}")
-        else:
-            out.append(f"\\u{ord(char):04x}" if ord(char) < 0x10000 else f"\\U{ord(char):08x}")
-    return '"' + "".join(out) + '"'
-
 
 def format_map(values: dict[str, str] | None) -> str:
     """``fieldpath.FormatMap``: ``key="value"`` lines sorted by key, no trailing newline."""
