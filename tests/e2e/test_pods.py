@@ -320,3 +320,22 @@ def test_tutorial_storage_pod(node: Cluster) -> None:
     node.kubectl("delete", "pvc", "data-pvc")
     node.kubectl("delete", "configmap", "nginx-config")
     node.kubectl("delete", "secret", "app-secret")
+
+
+def test_probes_restart_and_gate_readiness(node: Cluster) -> None:
+    live = json.loads(busybox_pod("unhealthy", "sleep 3600"))
+    live["spec"]["containers"][0]["livenessProbe"] = {"exec": {"command": ["false"]}, "periodSeconds": 1,
+                                                      "failureThreshold": 1}
+    node.kubectl("apply", "-f", "-", input=json.dumps(live))
+    eventually(lambda: pod(node, "unhealthy")["status"]["containerStatuses"][0]["restartCount"] >= 1, "a liveness restart")
+    events = node.kubectl("get", "events", "--field-selector", "involvedObject.name=unhealthy").stdout
+    assert "Unhealthy" in events and "failed liveness probe, will be restarted" in events, events
+    unready = json.loads(busybox_pod("unready", "sleep 3600"))
+    unready["spec"]["containers"][0]["readinessProbe"] = {"tcpSocket": {"port": 81}, "periodSeconds": 1}
+    node.kubectl("apply", "-f", "-", input=json.dumps(unready))
+    eventually(lambda: status_column(node, "unready") == "Running", "Running")
+    time.sleep(2)
+    assert node.kubectl("get", "pod", "unready", "--no-headers").stdout.split()[1] == "0/1"
+    ready = [c for c in pod(node, "unready")["status"]["conditions"] if c["type"] == "Ready"][0]
+    assert ready["status"] == "False"
+    node.kubectl("delete", "pod", "unhealthy", "unready")

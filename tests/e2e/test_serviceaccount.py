@@ -1,19 +1,16 @@
 """Service accounts end to end: the token volume on pods, TokenRequest, JWT bearer auth, kube-root-ca.crt.
 
-Driven by the real kubectl and the official ``kubernetes`` client.  The root CA publisher runs
-in-process here (in a thread, as a remote controller would, with the admin certificate) until the
-CLI starts it with the other controllers.
+Driven by the real kubectl and the official ``kubernetes`` client against ``tinykube server``,
+whose controllers include the root CA publisher.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,45 +19,11 @@ import yaml
 from kubernetes import client
 
 from tests.e2e.cluster import Cluster
-from tinykube.client.rest import Client, Credentials
-from tinykube.controllers.rootca import DESCRIPTION_ANNOTATION, RootCACertPublisher
+from tinykube.controllers.rootca import DESCRIPTION_ANNOTATION
 
 pytestmark = pytest.mark.slow
 MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
-
-
-@pytest.fixture(scope="module")
-def publisher(cluster: Cluster) -> Iterator[None]:
-    """The root CA publisher, connected to the shared cluster for this module's tests."""
-    tls = cluster.data_dir / "tls"
-    creds = Credentials(cluster.url, str(tls / "ca.crt"), cert_file=str(tls / "admin.crt"), key_file=str(tls / "admin.key"))
-    loop = asyncio.new_event_loop()
-
-    async def run() -> None:
-        api = Client(creds, "kube-controller-manager")
-        try:
-            await RootCACertPublisher(api, (tls / "ca.crt").read_text()).run()
-        finally:
-            await api.close()
-
-    task = loop.create_task(run())
-
-    def serve() -> None:
-        try:
-            loop.run_until_complete(task)
-        except asyncio.CancelledError:  # stopped at teardown
-            pass
-        finally:
-            loop.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        loop.call_soon_threadsafe(task.cancel)
-        thread.join(timeout=10)
 
 
 def _eventually(check: Callable[[], Any], retried: tuple[type[Exception], ...] = (AssertionError,),
@@ -177,7 +140,7 @@ def test_python_client_with_a_service_account_token(cluster: Cluster, ns: str) -
     assert err.value.status == 401
 
 
-def test_root_ca_configmap_in_every_namespace(cluster: Cluster, ns: str, publisher: None) -> None:
+def test_root_ca_configmap_in_every_namespace(cluster: Cluster, ns: str) -> None:
     ca = (cluster.data_dir / "tls" / "ca.crt").read_text()
 
     def published() -> dict[str, Any]:

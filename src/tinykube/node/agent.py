@@ -19,10 +19,11 @@ from aiohttp import web
 
 from tinykube.api.errors import ApiError, bad_request, not_found
 from tinykube.api.registry import lookup
-from tinykube.client.events import EventRecorder, Source
+from tinykube.client.events import EventRecorder, Source, reference
 from tinykube.client.rest import Client, list_and_watch, path
 from tinykube.node import host, server
-from tinykube.node.launch import Launcher, pod_log_dir
+from tinykube.node.launch import Launcher, field_path, pod_log_dir
+from tinykube.node.probes import Prober
 from tinykube.node.logs import latest_log
 from tinykube.node.registration import Registration
 from tinykube.node.runtime.cni import CniConfig
@@ -105,8 +106,9 @@ class NodeAgent:
             allocatable = self.registration.node.get("status", {}).get("allocatable", {})
             self.launcher = make_launcher(self.config, pod_cidr, self.recorder, self.client, allocatable)
             volumes = VolumeManager(self.client, os.path.join(self.config.agent_dir, "pods"), allocatable=allocatable)
+            prober = Prober(self.launcher.runtime.exec, self._pod_ip, self._on_probe_result, self._on_probe_event)
             self.ctx = NodeContext(self.client, self.recorder, self.config.node_name, self.config.node_ip,
-                                   self.launcher, volumes)
+                                   self.launcher, volumes, prober)
             selector = {"fieldSelector": f"spec.nodeName={self.config.node_name}"}
             await self._remove_orphans(selector)
             await asyncio.gather(self.registration.heartbeat(),
@@ -154,6 +156,29 @@ class NodeAgent:
         finally:
             self.workers.pop(worker.uid, None)
             self.tasks.pop(worker.uid, None)
+
+    def _pod_ip(self, uid: str) -> str:
+        worker = self.workers.get(uid)
+        return worker._pod_ip if worker else ""
+
+    def _owner(self, runtime_id: str) -> tuple[PodWorker, str] | None:
+        """The worker and container name that own a runtime container id."""
+        for worker in self.workers.values():
+            for name, record in worker.records.items():
+                if record.runtime_id == runtime_id:
+                    return worker, name
+        return None
+
+    def _on_probe_result(self, runtime_id: str, kind: str, ok: bool, message: str) -> None:
+        owner = self._owner(runtime_id)
+        if owner is not None:
+            owner[0].probe_result(runtime_id, kind, ok)
+
+    def _on_probe_event(self, runtime_id: str, reason: str, message: str) -> None:
+        owner = self._owner(runtime_id)
+        if owner is not None and owner[0].pod is not None:
+            pod = owner[0].pod
+            self.recorder.record(reference(pod, field_path(pod, owner[1])), "Warning", reason, message)
 
     def locate_log(self, namespace: str, name: str, container: str, previous: bool) -> tuple[str, Any]:
         """The log file for ``kubectl logs`` and whether its container still runs."""

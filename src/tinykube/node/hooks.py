@@ -15,7 +15,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from tinykube.node.probes import ExecFn, HttpError, HttpRequest, ProbeError, go_quote, http_get, http_request
+from tinykube.api.formats import go_quote
+from tinykube.node.probes import ExecFn, HttpError, HttpRequest, ProbeError, http_get, http_request
 from tinykube.node.runtime.containers import ContainerError
 
 __all__ = ["MIN_GRACE_SECONDS", "HookResult", "post_start", "pre_stop", "run_handler"]
@@ -49,7 +50,7 @@ async def post_start(pod: Obj, container: Obj, runtime_id: str, exec_fn: ExecFn,
 
 
 async def pre_stop(pod: Obj, container: Obj, runtime_id: str, exec_fn: ExecFn, pod_ip: str,
-                   grace_seconds: int) -> tuple[int, HookResult]:
+                   grace_seconds: float) -> tuple[float, HookResult]:
     """Run the preStop handler within ``grace_seconds``; return the grace left for the stop and the result.
 
     A hook still running when the grace period ends is abandoned (killed) without an event;
@@ -71,7 +72,7 @@ async def pre_stop(pod: Obj, container: Obj, runtime_id: str, exec_fn: ExecFn, p
     else:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-    left = grace_seconds - int(loop.time() - begun)
+    left = grace_seconds - int(loop.time() - begun)  # whole seconds spent, as the kubelet counts them
     return max(left, MIN_GRACE_SECONDS), result
 
 

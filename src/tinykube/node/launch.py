@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -226,6 +227,8 @@ class Launcher:
         await asyncio.gather(*(self.runtime.remove(i) for i in runtime_ids), return_exceptions=True)
         await self.sandboxes.remove(uid)
         self._sandbox_ips.pop(uid, None)
+        for log_dir in Path(LOG_ROOT).glob(f"*_{uid}"):  # the kubelet removes a pod's logs with the pod
+            await asyncio.to_thread(shutil.rmtree, log_dir, True)
         await asyncio.to_thread(cgroups.remove_pod_cgroup, uid)
         for key in [k for k in self._pull_backoff if k[0] == uid]:
             del self._pull_backoff[key]

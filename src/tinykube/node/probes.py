@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
+import logging
 import os
 import socket
 import struct
@@ -33,11 +33,15 @@ from urllib.parse import quote
 import aiohttp
 import yarl
 
+from tinykube.api.formats import go_quote
 from tinykube.node.containerspec import expand
 from tinykube.node.runtime.containers import ContainerError, ExecResult, ExecTimeout
 
-__all__ = ["ExecFn", "HttpError", "HttpRequest", "Kind", "Outcome", "ProbeError", "Prober", "Timing",
-           "allowed_host", "go_quote", "http_get", "http_request", "resolve_port"]
+__all__ = ["ExecFn", "HttpError", "HttpRequest", "Kind", "Outcome", "ProbeError", "Prober", "Tally", "Timing",
+           "allowed_host", "event", "exec_command", "exec_probe", "http_get", "http_probe", "http_request",
+           "join_host_port", "resolve_port", "tcp_probe"]
+
+log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 Kind = Literal["startup", "liveness", "readiness"]
@@ -109,11 +113,6 @@ class HttpRequest:
 
 # ---- pure parts ------------------------------------------------------------------------------
 
-def go_quote(s: str) -> str:
-    """Go's ``%q`` for the strings the kubelet quotes (close enough: JSON escapes the same characters)."""
-    return json.dumps(s, ensure_ascii=False)
-
-
 def resolve_port(port: int | str, container: Obj) -> int:
     """A port by number or by the name of a container port (``probe.ResolveContainerPort``)."""
     if isinstance(port, str):
@@ -148,6 +147,7 @@ def allowed_host(host: str, pod_ip: str) -> str:
 
 
 def join_host_port(host: str, port: int) -> str:
+    """Go's ``net.JoinHostPort``: IPv6 hosts in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -346,6 +346,8 @@ class Prober:
             return
         c = _Container(runtime_id, pod["metadata"]["uid"], container, asyncio.get_running_loop().time())
         self._containers[runtime_id] = c
+        if container.get("livenessProbe"):
+            c.results["liveness"] = True  # alive until the probe says otherwise
         if container.get("readinessProbe"):
             c.results["readiness"] = False  # not ready until the probe says so
         if not container.get("startupProbe"):
@@ -386,9 +388,12 @@ class Prober:
             await c.started.wait()
         tally = Tally()
         while True:
-            outcome = await self._probe_with_retries(c, kind, probe, timing)
-            if not outcome.error and self._settle(c, kind, outcome, tally, timing):
-                return
+            try:
+                outcome = await self._probe_with_retries(c, kind, probe, timing)
+                if not outcome.error and self._settle(c, kind, outcome, tally, timing):
+                    return
+            except Exception:  # a bug in one run must not end the probe (the kubelet's HandleCrash)
+                log.exception("%s probe of container %s failed", kind, c.runtime_id)
             await asyncio.sleep(timing.period)
 
     def _settle(self, c: _Container, kind: Kind, outcome: Outcome, tally: Tally, timing: Timing) -> bool:

@@ -21,9 +21,10 @@ from tinykube.api.errors import ApiError
 from tinykube.api.registry import lookup
 from tinykube.client.events import EventRecorder, reference
 from tinykube.client.rest import Client, path
-from tinykube.node import podstatus
+from tinykube.node import hooks, podstatus
 from tinykube.node.launch import Launcher, LaunchError, exit_reason, field_path
 from tinykube.node.podstatus import Observed, PodObservation
+from tinykube.node.probes import Prober
 from tinykube.node.volumes import VolumeError, VolumeManager, VolumePath
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class NodeContext:
     node_ip: str
     launcher: Launcher
     volumes: VolumeManager
+    prober: Prober
 
 
 @dataclass
@@ -112,6 +114,9 @@ class PodWorker:
             record = self.records[name] = ContainerRecord(Observed(name, image), status.id, attempt, kind=kind,
                                                           running_since=time.monotonic())
             running = status.state == "running"
+            container = next((c for c in [*inits.values(), *spec.get("containers", [])] if c["name"] == name), None)
+            if running and container is not None and self.pod is not None:
+                self.ctx.prober.start(self.pod, container, status.id)
             record.observed = Observed(name, image, "running" if running else "terminated",
                                        "" if running else exit_reason(status), exit_code=status.exit_code or 0,
                                        started_at=status.started_at, finished_at=status.finished_at,
@@ -250,8 +255,41 @@ class PodWorker:
         last = _terminated(previous) if previous.state == "terminated" else previous.last_terminated
         record.observed = Observed(previous.name, previous.image, "running", "", started_at=started.started_at,
                                    container_id=f"runc://{started.runtime_id}", image_id=started.image_id,
-                                   restart_count=attempt, last_terminated=last, ready=True)
+                                   restart_count=attempt, last_terminated=last)
         record.observed.image = started.image
+        self.ctx.prober.start(pod, container, started.runtime_id)
+        await self._post_start(pod, container, record)
+
+    async def _post_start(self, pod: Obj, container: Obj, record: ContainerRecord) -> None:
+        """Run postStart; a failure kills the container, which then restarts per policy."""
+        result = await hooks.post_start(pod, container, record.runtime_id, self.ctx.launcher.runtime.exec, self._pod_ip)
+        ref = reference(pod, field_path(pod, container["name"]))
+        if result.fallback:
+            self.ctx.recorder.record(reference(pod), "Warning", "LifecycleHTTPFallback", result.fallback)
+        if result.message:
+            self.ctx.recorder.record(ref, "Warning", "FailedPostStartHook", result.message)
+            self.ctx.recorder.record(ref, "Normal", "Killing", "FailedPostStartHook")
+            await self.ctx.launcher.runtime.stop(record.runtime_id, pod["spec"].get("terminationGracePeriodSeconds", 30))
+
+    def probe_result(self, runtime_id: str, kind: str, ok: bool) -> None:
+        """Prober report: readiness changes rewrite the status; a failed liveness/startup probe restarts."""
+        record = next((r for r in self.records.values() if r.runtime_id == runtime_id), None)
+        if record is None or self.pod is None:
+            return
+        if kind in ("liveness", "startup") and not ok:
+            asyncio.get_running_loop().create_task(self._kill_unhealthy(record, kind))
+        self._wake.set()
+
+    async def _kill_unhealthy(self, record: ContainerRecord, kind: str) -> None:
+        pod = self.pod
+        assert pod is not None
+        name = record.observed.name
+        self.ctx.recorder.record(reference(pod, field_path(pod, name)), "Normal", "Killing",
+                                 f"Container {name} failed {kind} probe, will be restarted")
+        container = next((c for c in pod["spec"]["containers"] if c["name"] == name), {})
+        grace = (container.get(f"{kind}Probe") or {}).get("terminationGracePeriodSeconds")
+        await self.ctx.launcher.runtime.stop(record.runtime_id, grace if grace is not None else
+                                             pod["spec"].get("terminationGracePeriodSeconds", 30))
 
     def _schedule_retry(self, record: ContainerRecord, delay: float) -> None:
         record.retry_at = time.monotonic() + delay
@@ -259,6 +297,7 @@ class PodWorker:
 
     def _on_exit(self, runtime_id: str, exit_code: int, reason: str, started_at: str, finished_at: str) -> None:
         """Runtime event: a container exited.  Decide its back-off and wake the worker."""
+        self.ctx.prober.stop(runtime_id)
         for record in self.records.values():
             if record.runtime_id != runtime_id:
                 continue
@@ -317,7 +356,10 @@ class PodWorker:
             self.pod = updated
 
     def _observed(self, pod: Obj, containers: list[Obj]) -> list[ContainerRecord]:
-        """Records of ``containers``; those not started yet wait (PodInitializing while init runs)."""
+        """Records of ``containers`` (readiness from the prober); those not started yet wait."""
+        for record in self.records.values():
+            if record.observed.state == "running":
+                record.observed.ready = self.ctx.prober.ready(record.runtime_id)
         waiting = "PodInitializing" if pod["spec"].get("initContainers") else "ContainerCreating"
         return [self.records.get(c["name"]) or ContainerRecord(Observed(c["name"], c["image"], reason=waiting))
                 for c in containers]
@@ -333,13 +375,28 @@ class PodWorker:
                                             pod["spec"].get("terminationGracePeriodSeconds", 30)))
         running = [r for r in self.records.values() if r.observed.state == "running"]
         for record in running:
+            self.ctx.prober.stop(record.runtime_id, ("liveness", "startup"))
             if pod is not None:
                 self.ctx.recorder.record(reference(pod, field_path(pod, record.observed.name)), "Normal",
                                          "Killing", f"Stopping container {record.observed.name}")
+        if pod is not None and running:
+            grace = min(await asyncio.gather(*(self._pre_stop(pod, r, grace) for r in running)))
         await self.ctx.launcher.teardown(self.uid, [r.runtime_id for r in self.records.values() if r.runtime_id], grace)
         await self.ctx.volumes.teardown(self.uid)
         if pod is not None:
             await self._remove_object(pod)
+
+    async def _pre_stop(self, pod: Obj, record: ContainerRecord, grace: int) -> int:
+        """Run a container's preStop hook within the grace period; the grace left for the stop."""
+        container = next((c for c in pod["spec"]["containers"] if c["name"] == record.observed.name), None)
+        if container is None:
+            return grace
+        left, result = await hooks.pre_stop(pod, container, record.runtime_id, self.ctx.launcher.runtime.exec,
+                                            self._pod_ip, grace)
+        if result.message:
+            self.ctx.recorder.record(reference(pod, field_path(pod, record.observed.name)), "Warning",
+                                     "FailedPreStopHook", result.message)
+        return int(left)
 
     async def _remove_object(self, pod: Obj) -> None:
         meta = pod["metadata"]

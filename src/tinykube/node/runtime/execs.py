@@ -103,7 +103,7 @@ class Exec:
                 return False
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)  # in case it left its group
             return True
         except ProcessLookupError:
             return False
