@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tests.e2e.cluster import Cluster, free_port
+from tests.hoststate import HostSnapshot
 from tests.registry import LocalRegistry
 from tinykube.node.runtime import cgroups, mounts
 
@@ -69,8 +70,10 @@ def _remove_leftovers(run_dir: Path, data_dir: Path) -> None:
 
 
 def node_cluster_fixture(base: Path, registry: LocalRegistry) -> Iterator[Cluster]:
+    snapshot = HostSnapshot((BRIDGE,))
     cluster, run_dir = start_node_cluster(base, registry)
     try:
         yield cluster
     finally:
         stop_node_cluster(cluster, run_dir)
+        snapshot.restore()

@@ -10,7 +10,6 @@ deletes the test bridge and restores ``ip_forward``, which the bridge plugin tur
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 import signal
@@ -24,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from tests.hoststate import HostSnapshot
 from tests.runtime.support import build_busybox_rootfs
 from tinykube.node.runtime import cgroups, mounts
 from tinykube.node.runtime.cni import CniConfig
@@ -32,7 +32,6 @@ from tinykube.node.runtime.sandbox import DnsConfig, Sandbox, Sandboxes, ensure_
 
 BRIDGE = "tktest0"
 SUBNET = "10.42.250.0/24"
-IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 REQUIRED = ("runc", "conmon", "unshare", "nsenter", "ip", "nft", "/usr/lib/cni/bridge")
 
 
@@ -52,32 +51,12 @@ def host() -> Iterator[None]:
     missing = [t for t in REQUIRED if not shutil.which(t)]
     if os.geteuid() != 0 or missing:
         pytest.skip(f"runtime tests need root and {', '.join(REQUIRED)} (missing: {', '.join(missing) or 'root'})")
-    forward = IP_FORWARD.read_text()
-    had_bridge = _link_exists(BRIDGE)
-    had_tables = _nat_tables()
-    had_qos = _qos_parents()
+    snapshot = HostSnapshot((BRIDGE,))
     asyncio.run(ensure_unreachable_routes())
     try:
         yield
     finally:
-        if not had_bridge and _link_exists(BRIDGE):
-            subprocess.run(["ip", "link", "del", BRIDGE], check=True)
-        IP_FORWARD.write_text(forward)
-        for family in _nat_tables() - had_tables:
-            subprocess.run(["nft", "delete", "table", family, "nat"], check=True)
-        for path in _qos_parents() - had_qos:
-            for d in (path / "burstable", path / "besteffort", path):
-                with contextlib.suppress(OSError):  # still in use by someone else: leave it
-                    d.rmdir()
-
-
-def _nat_tables() -> set[str]:
-    out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
-    return {line.split()[1] for line in out.splitlines() if line.split()[2:] == ["nat"]}
-
-
-def _qos_parents() -> set[Path]:
-    return {h.path / cgroups.TOP for h in cgroups.hierarchies() if (h.path / cgroups.TOP).is_dir()}
+        snapshot.restore()
 
 
 @dataclass
@@ -196,5 +175,3 @@ def _allocations(base: Path) -> list[str]:
     return [p.name for p in network.iterdir() if p.name[0].isdigit()]
 
 
-def _link_exists(name: str) -> bool:
-    return subprocess.run(["ip", "link", "show", name], capture_output=True).returncode == 0

@@ -1,0 +1,56 @@
+"""What tinykube changes on the host, put back after a test session that started from a clean host.
+
+The CNI bridge plugin turns on ip_forward and creates its bridge; portmap creates ``nat`` tables
+that its DEL leaves; the kubelet-style QoS parent cgroups stay after the last pod.  A snapshot
+taken first lets teardown remove only what the session itself created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tinykube.node.runtime import cgroups
+
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+
+
+def link_exists(name: str) -> bool:
+    return subprocess.run(["ip", "link", "show", name], capture_output=True).returncode == 0
+
+
+def nat_tables() -> set[str]:
+    out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    return {line.split()[1] for line in out.splitlines() if line.split()[2:] == ["nat"]}
+
+
+def qos_parents() -> set[Path]:
+    return {h.path / cgroups.TOP for h in cgroups.hierarchies() if (h.path / cgroups.TOP).is_dir()}
+
+
+@dataclass
+class HostSnapshot:
+    """The host before the session: restore() undoes only what came after."""
+
+    bridges: tuple[str, ...]
+    forward: str = field(default_factory=lambda: IP_FORWARD.read_text())
+    had_bridges: set[str] = field(default_factory=set)
+    had_tables: set[str] = field(default_factory=nat_tables)
+    had_qos: set[Path] = field(default_factory=qos_parents)
+
+    def __post_init__(self) -> None:
+        self.had_bridges = {b for b in self.bridges if link_exists(b)}
+
+    def restore(self) -> None:
+        for bridge in set(self.bridges) - self.had_bridges:
+            if link_exists(bridge):
+                subprocess.run(["ip", "link", "del", bridge], check=False)
+        IP_FORWARD.write_text(self.forward)
+        for family in nat_tables() - self.had_tables:
+            subprocess.run(["nft", "delete", "table", family, "nat"], check=False)
+        for path in qos_parents() - self.had_qos:
+            for d in (path / "burstable", path / "besteffort", path):
+                with contextlib.suppress(OSError):  # still in use by someone else: leave it
+                    d.rmdir()
