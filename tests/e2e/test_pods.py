@@ -46,6 +46,15 @@ def eventually(check: Callable[[], Any], what: str, timeout: float = WAIT) -> An
         time.sleep(0.1)
 
 
+def fetch(url: str) -> bytes:
+    """GET through no proxy; b"" while nothing answers yet."""
+    try:
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=5) as resp:
+            return bytes(resp.read())
+    except OSError:
+        return b""
+
+
 def status_column(node: Cluster, name: str) -> str:
     out = node.kubectl("get", "pod", name, "--no-headers", check=False).stdout.split()
     return out[2] if len(out) > 2 else ""
@@ -65,8 +74,7 @@ def test_nginx_pod_runs_and_serves(node: Cluster) -> None:
     p = pod(node, "nginx-pod")
     ip = p["status"]["podIP"]
     assert ip.startswith("10.42.") and p["spec"]["nodeName"] == "node-1"
-    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(f"http://{ip}/", timeout=5) as resp:
-        assert b"Welcome to nginx!" in resp.read()
+    assert eventually(lambda: b"Welcome to nginx!" in fetch(f"http://{ip}/"), "nginx's page")  # Running ≠ listening yet
     wide = node.kubectl("get", "pods", "-o", "wide").stdout
     assert ip in wide and "node-1" in wide and "Running" in wide
     describe = node.kubectl("describe", "pod", "nginx-pod").stdout
@@ -182,9 +190,7 @@ def test_pods_reach_each_other_and_host_port(node: Cluster) -> None:
     ip = pod(node, "hostport-web")["status"]["podIP"]
     node.kubectl("apply", "-f", "-", input=busybox_pod("client", f"wget -qO- http://{ip}/ && sleep 3600"))
     eventually(lambda: "Welcome to nginx!" in node.kubectl("logs", "client", check=False).stdout, "pod-to-pod fetch")
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open("http://127.0.0.1:30080/", timeout=5) as resp:
-        assert b"Welcome to nginx!" in resp.read()
+    assert eventually(lambda: b"Welcome to nginx!" in fetch("http://127.0.0.1:30080/"), "the hostPort")
     node.kubectl("delete", "pod", "hostport-web", "client")
 
 
@@ -291,15 +297,7 @@ def test_tutorial_web_app_shares_an_empty_dir(node: Cluster) -> None:
     node.kubectl("wait", "--for=condition=Ready", "pod/web-app", "--timeout=60s")
     assert node.kubectl("get", "pod", "web-app", "--no-headers").stdout.split()[1] == "2/2"
     ip = pod(node, "web-app")["status"]["podIP"]
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-    def fetched() -> bool:
-        try:
-            with opener.open(f"http://{ip}/app.log", timeout=5) as resp:
-                return b"Log entry" in resp.read()
-        except OSError:
-            return False
-    eventually(fetched, "the sidecar's log through nginx")
+    eventually(lambda: b"Log entry" in fetch(f"http://{ip}/app.log"), "the sidecar's log through nginx")
     node.kubectl("delete", "pod", "web-app")
 
 

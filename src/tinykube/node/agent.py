@@ -24,13 +24,16 @@ from tinykube.client.rest import Client, list_and_watch, path
 from tinykube.node import host, server
 from tinykube.node.launch import Launcher, field_path, pod_log_dir
 from tinykube.node.probes import Prober
+from tinykube.node.proxy import ServiceProxy
 from tinykube.node.logs import latest_log
 from tinykube.node.registration import Registration
 from tinykube.node.runtime.cni import CniConfig
 from tinykube.node.runtime.containers import Runtime
 from tinykube.node.runtime.images import ImageStore
 from tinykube.node.runtime.registry import Hosts
+from tinykube.node.runtime.cgroups import host_stat_sources
 from tinykube.node.runtime.sandbox import Sandboxes, ensure_unreachable_routes
+from tinykube.node.stats import ContainerTarget, NodeStats, PodTarget, Sampler, read_sample
 from tinykube.node.volumes import VolumeManager
 from tinykube.node.worker import NodeContext, PodWorker
 
@@ -111,7 +114,8 @@ class NodeAgent:
                                    self.launcher, volumes, prober)
             selector = {"fieldSelector": f"spec.nodeName={self.config.node_name}"}
             await self._remove_orphans(selector)
-            await asyncio.gather(self.registration.heartbeat(),
+            proxy = ServiceProxy(self.client, [self.config.node_ip])  # after the unreachable routes: it reroutes them
+            await asyncio.gather(self.registration.heartbeat(), self._proxy(proxy),
                                  list_and_watch(self.client, path(PODS), self._on_pod, selector))
         finally:
             for task in self.tasks.values():
@@ -121,11 +125,21 @@ class NodeAgent:
             await self.recorder.stop()
 
     async def _serve(self) -> web.AppRunner:
-        runner = web.AppRunner(server.build(self.locate_log), access_log=None, handle_signals=False)
+        app = server.build(self.locate_log)
+        sources = host_stat_sources()
+        server.serve_stats(app, NodeStats(self.config.node_name, Sampler(lambda: read_sample(sources)), self.stat_targets))
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         ctx = server.ssl_context(self.config.serving_cert, self.config.serving_key, self.config.client_ca)
         await web.TCPSite(runner, self.config.node_ip, self.config.kubelet_port, ssl_context=ctx).start()
         return runner
+
+    async def _proxy(self, proxy: ServiceProxy) -> None:
+        """Service rules while the agent runs; removed on an orderly stop (a crash keeps them working)."""
+        try:
+            await proxy.run()
+        finally:
+            await asyncio.shield(proxy.cleanup())
 
     async def _remove_orphans(self, selector: dict[str, str]) -> None:
         """Tear down sandboxes of pods that were deleted while the agent was away."""
@@ -179,6 +193,13 @@ class NodeAgent:
         if owner is not None and owner[0].pod is not None:
             pod = owner[0].pod
             self.recorder.record(reference(pod, field_path(pod, owner[1])), "Warning", reason, message)
+
+    def stat_targets(self) -> list[PodTarget]:
+        """The pods and running containers the stats endpoints report (as the kubelet: running ones only)."""
+        return [PodTarget(w.pod["metadata"]["namespace"], w.pod["metadata"]["name"], w.uid,
+                          tuple(ContainerTarget(name, r.runtime_id, r.observed.started_at)
+                                for name, r in w.records.items() if r.observed.state == "running"))
+                for w in self.workers.values() if w.pod is not None]
 
     def locate_log(self, namespace: str, name: str, container: str, previous: bool) -> tuple[str, Any]:
         """The log file for ``kubectl logs`` and whether its container still runs."""
