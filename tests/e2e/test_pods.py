@@ -337,3 +337,27 @@ def test_probes_restart_and_gate_readiness(node: Cluster) -> None:
     ready = [c for c in pod(node, "unready")["status"]["conditions"] if c["type"] == "Ready"][0]
     assert ready["status"] == "False"
     node.kubectl("delete", "pod", "unhealthy", "unready")
+
+
+def test_tutorial_security_context_is_enforced(node: Cluster) -> None:
+    doc = yaml.safe_load((EXAMPLES / "security-pod.yaml").read_text())
+    doc["metadata"]["name"] = "secure-busybox"
+    container = doc["spec"]["containers"][0]
+    container.update(image="busybox:1.36", command=["sh", "-c", "id; grep -E 'CapEff|NoNewPrivs' /proc/self/status; "
+                                                               "stat -c '%g %a' /tmp; touch /tmp/ok && echo tmp-writable; "
+                                                               "touch /rootfs-write 2>&1; sleep 3600"])
+    node.kubectl("apply", "-f", "-", input=json.dumps(doc))
+    node.kubectl("wait", "--for=condition=Ready", "pod/secure-busybox", "--timeout=60s")
+    out = eventually(lambda: (lambda o: o if "Read-only file system" in o else "")(node.kubectl("logs", "secure-busybox").stdout),
+                     "the security report")
+    assert "uid=1000" in out and "gid=3000" in out and "2000" in out.split("groups=")[1].splitlines()[0], out
+    assert "CapEff:\t0000000000000000" in out and "NoNewPrivs:\t1" in out, out
+    assert "tmp-writable" in out and out.count("2000 ") >= 1, out
+    node.kubectl("delete", "pod", "secure-busybox")
+    root = json.loads(busybox_pod("rootless", "sleep 3600"))
+    root["spec"]["containers"][0]["securityContext"] = {"runAsNonRoot": True}
+    node.kubectl("apply", "-f", "-", input=json.dumps(root))
+    eventually(lambda: status_column(node, "rootless") == "CreateContainerConfigError", "CreateContainerConfigError")
+    message = pod(node, "rootless")["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+    assert message.startswith("container has runAsNonRoot and image will run as root"), message
+    node.kubectl("delete", "pod", "rootless")

@@ -106,6 +106,29 @@ def test_resources_and_no_swap() -> None:
     assert without["linux"]["resources"]["memory"] == {"limit": 5}
 
 
+def test_security_fields_are_absent_by_default() -> None:
+    config = build_config(spec(), "/r")
+    assert "seccomp" not in config["linux"] and "sysctl" not in config["linux"]
+    assert "apparmorProfile" not in config["process"]
+
+
+def test_seccomp_sysctls_and_apparmor_reach_the_config() -> None:
+    profile = {"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]}
+    config = build_config(spec(seccomp=profile, sysctl={"net.ipv4.tcp_syncookies": "1"}, apparmor_profile="k8s-deny"),
+                          "/r")
+    assert config["linux"]["seccomp"] == profile and config["linux"]["sysctl"] == {"net.ipv4.tcp_syncookies": "1"}
+    assert config["process"]["apparmorProfile"] == "k8s-deny"
+
+
+def test_privileged_opens_sys_cgroupfs_and_devices() -> None:
+    config = build_config(spec(privileged=True, resources=Resources(cpu_shares=2)), "/r")
+    mounts = by_destination(config)
+    assert mounts["/sys"]["options"] == ["nosuid", "noexec", "nodev", "rw"]
+    assert mounts["/sys/fs/cgroup"]["options"][-1] == "rw"
+    assert config["linux"]["resources"]["devices"] == [{"allow": True, "access": "rwm"}]
+    assert by_destination(build_config(spec(), "/r"))["/sys/fs/cgroup"]["options"][-1] == "ro"
+
+
 def test_root_and_rootfs_choice() -> None:
     config = build_config(spec(readonly_rootfs=True), "/bundle/rootfs")
     assert config["root"] == {"path": "/bundle/rootfs", "readonly": True}

@@ -96,18 +96,30 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("events.k8s.io", "v1", "events", "Event", True, "event", ("ev",), storage="/registry/events"),
     ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True, "lease"),
     ResourceType("storage.k8s.io", "v1", "storageclasses", "StorageClass", False, "storageclass", ("sc",)),
+    ResourceType("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True, "endpointslice"),
 )
 
 
+# Served by a delegate, never stored: metrics.k8s.io is metrics-server's aggregated API, answered
+# here from the node agents (its route precedes the generic CRUD one).  Discovery and ``lookup``
+# see these; storage, OpenAPI and the namespace controller do not.  metrics-server names no
+# singular (``GetSingularName`` is "").
+DELEGATED: tuple[ResourceType, ...] = (
+    ResourceType("metrics.k8s.io", "v1beta1", "nodes", "NodeMetrics", False, "", verbs=("get", "list")),
+    ResourceType("metrics.k8s.io", "v1beta1", "pods", "PodMetrics", True, "", verbs=("get", "list")),
+)
+SERVED = RESOURCES + DELEGATED  # what discovery lists: aggregated groups last, as kube-apiserver orders them
+
+
 def by_group_version() -> dict[str, list[ResourceType]]:
-    """Resources grouped by ``apiVersion`` string, in registry order."""
+    """Served resources (delegated ones too) grouped by ``apiVersion`` string, in registry order."""
     out: dict[str, list[ResourceType]] = {}
-    for rt in RESOURCES:
+    for rt in SERVED:
         out.setdefault(rt.group_version, []).append(rt)
     return out
 
 
-_INDEX = {(rt.group, rt.version, rt.resource): rt for rt in RESOURCES}
+_INDEX = {(rt.group, rt.version, rt.resource): rt for rt in SERVED}
 _BY_KIND = {(rt.group_version, rt.kind): rt for rt in RESOURCES}
 
 

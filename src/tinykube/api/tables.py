@@ -206,6 +206,12 @@ _NODE_COLUMNS = (
     _wide("Kernel-Version", _core("NodeSystemInfo", "kernelVersion")),
     _wide("Container-Runtime", _core("NodeSystemInfo", "containerRuntimeVersion")),
 )
+_SLICE = "io.k8s.api.discovery.v1.EndpointSlice"
+_ENDPOINT_SLICE_COLUMNS = (
+    _Column("AddressType", (_SLICE, "addressType")),
+    _Column("Ports", (_SLICE, "ports")),
+    _Column("Endpoints", (_SLICE, "endpoints")),
+)
 # rest.NewDefaultTableConvertor, for kinds without a printer.
 _DEFAULT_COLUMNS = (NAME, _Column("Created At", (_META, "creationTimestamp"), type="date"))
 
@@ -469,6 +475,28 @@ def _format_endpoints(endpoints: Obj) -> str:
     return f"{text} + {count - 3} more..." if count > 3 else text
 
 
+def _list_with_more(shown: list[str], limit: int = 3) -> str:
+    """``listWithMoreString``: the first three, ``+ N more...`` after them, ``<unset>`` for none."""
+    text = ",".join(shown[:limit])
+    if len(shown) > limit:
+        return f"{text} + {len(shown) - limit} more..."
+    return text or "<unset>"
+
+
+def _discovery_port(port: Obj) -> str:
+    """A port's number; its name when the number is unset (``*`` when both are: all ports)."""
+    if port.get("port") is not None:
+        return str(port["port"])
+    return "*" if port.get("name") is None else str(port["name"])
+
+
+def _endpoint_slice_cells(endpoint_slice: Obj) -> list[Any]:
+    """``printEndpointSlice``: address type, ``formatDiscoveryPorts``, ``formatDiscoveryEndpoints``."""
+    ports = [_discovery_port(p) for p in endpoint_slice.get("ports") or []]
+    addresses = [a for e in endpoint_slice.get("endpoints") or [] for a in e.get("addresses") or []]
+    return [endpoint_slice.get("addressType", ""), _list_with_more(ports), _list_with_more(addresses)]
+
+
 def _node_status(node: Obj) -> str:
     ready = next((c for c in reversed((node.get("status") or {}).get("conditions") or [])
                   if c.get("type") == "Ready"), None)
@@ -608,6 +636,7 @@ _PRINTERS: dict[tuple[str, str], _Printer] = {
     ("", "persistentvolumes"): _Printer(_PV_COLUMNS, _pv_cells),
     ("", "nodes"): _Printer(_NODE_COLUMNS, _node_cells),
     ("storage.k8s.io", "storageclasses"): _Printer(_STORAGE_CLASS_COLUMNS, _storage_class_cells),
+    ("discovery.k8s.io", "endpointslices"): _simple(*_ENDPOINT_SLICE_COLUMNS)(_endpoint_slice_cells),
     ("coordination.k8s.io", "leases"): _simple(
         _Column("Holder", ("io.k8s.api.coordination.v1.LeaseSpec", "holderIdentity")))(
         lambda lease: [(lease.get("spec") or {}).get("holderIdentity") or ""]),

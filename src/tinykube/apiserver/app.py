@@ -16,7 +16,7 @@ from aiohttp import web
 
 from tinykube.api import openapi, openapi_v2
 from tinykube.api.errors import ApiError, internal, method_not_allowed
-from tinykube.apiserver import discovery, rest, tokenrequest, watch
+from tinykube.apiserver import discovery, instrumentation, resourcemetrics, rest, tokenrequest, watch
 from tinykube.apiserver.auth import Authenticator
 from tinykube.apiserver.nodeproxy import NodeProxy
 from tinykube.apiserver.requests import RequestInfo, json_response, query_flag, request_info
@@ -132,6 +132,12 @@ async def group_resource(request: web.Request) -> web.StreamResponse:
     return await dispatch(request, request_info(mi["group"], mi["version"], mi["rest"]))
 
 
+async def metrics_resource(request: web.Request) -> web.StreamResponse:
+    """metrics.k8s.io: answered from the nodes, never from storage."""
+    info = request_info(resourcemetrics.GROUP, resourcemetrics.VERSION, request.match_info["rest"])
+    return await resourcemetrics.serve(request, request.app[STORAGE], request.app[NODE_PROXY], info)
+
+
 async def dispatch(request: web.Request, info: RequestInfo) -> web.StreamResponse:
     """Pick the verb handler for a resource request."""
     storage = request.app[STORAGE]
@@ -172,12 +178,13 @@ async def _collection(request: web.Request, storage: Storage, info: RequestInfo)
 def build(storage: Storage, auth: Authenticator, node_proxy: NodeProxy, ca_file: str,
           tokens: ServiceAccountTokens) -> web.Application:
     """The whole API as one aiohttp application."""
-    app = web.Application(middlewares=[middleware], client_max_size=4 * 1024 * 1024)
+    app = web.Application(middlewares=[middleware, instrumentation.middleware], client_max_size=4 * 1024 * 1024)
     app[STORAGE] = storage
     app[AUTH] = auth
     app[NODE_PROXY] = node_proxy
     app[CA_FILE] = ca_file
     app[TOKENS] = tokens
+    app[instrumentation.METRICS] = instrumentation.RequestMetrics()
 
     async def close_proxy(app: web.Application) -> None:
         await node_proxy.close()
@@ -185,6 +192,7 @@ def build(storage: Storage, auth: Authenticator, node_proxy: NodeProxy, ca_file:
     app.on_cleanup.append(close_proxy)
     r = app.router
     r.add_get("/version", version)
+    r.add_get("/metrics", instrumentation.metrics)
     r.add_get("/cacerts", cacerts)
     for path in ("/healthz", "/livez", "/readyz"):
         r.add_get(path, health)
@@ -202,5 +210,6 @@ def build(storage: Storage, auth: Authenticator, node_proxy: NodeProxy, ca_file:
     r.add_get("/openapi/v3", openapi_root)
     r.add_get("/openapi/v3/{path:.+}", openapi_document)
     r.add_route("*", "/api/v1/{rest:.+}", core_resource)
+    r.add_route("*", f"/apis/{resourcemetrics.API_VERSION}/{{rest:.+}}", metrics_resource)  # before the stored kinds
     r.add_route("*", "/apis/{group}/{version}/{rest:.+}", group_resource)
     return app

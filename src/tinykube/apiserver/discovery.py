@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from tinykube.api.registry import RESOURCES, ResourceType, by_group_version
+from tinykube.api.registry import SERVED, ResourceType, by_group_version
 
 _AGGREGATED = "application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList"
 
@@ -53,7 +53,7 @@ def _group_entry(group: str, versions: dict[str, list[ResourceType]]) -> dict[st
 
 def _groups() -> dict[str, dict[str, list[ResourceType]]]:
     out: dict[str, dict[str, list[ResourceType]]] = {}
-    for rt in RESOURCES:
+    for rt in SERVED:
         out.setdefault(rt.group, {}).setdefault(rt.version, []).append(rt)
     return out
 

@@ -24,6 +24,7 @@ from tinykube import pki
 from tinykube.apiserver.app import build
 from tinykube.apiserver.auth import Authenticator, User, load_or_create_token
 from tinykube.apiserver.nodeproxy import NodeProxy
+from tinykube.apiserver.podsecurity import PodSecurityAdmission
 from tinykube.apiserver.serviceaccount_admission import ServiceAccountAdmission
 from tinykube.apiserver.services import ServiceAllocator
 from tinykube.apiserver.storage import Storage, WriteOptions
@@ -120,7 +121,7 @@ async def running(config: ServerConfig) -> AsyncIterator[ControlPlane]:
     await store.start()
     allocator = ServiceAllocator(store)
     lookup_object = storage_lookup(Storage(store))  # reads only, so without admission
-    storage = Storage(store, admission=[allocator.admit, ServiceAccountAdmission(lookup_object).admit],
+    storage = Storage(store, admission=[allocator.admit, ServiceAccountAdmission(lookup_object).admit, PodSecurityAdmission(store).admit],
                       release=[allocator.release])
     tokens = ServiceAccountTokens(pki.load_key(paths.service_account_key), lookup_object)
     auth = Authenticator({loopback_token: User("system:apiserver", ("system:masters",)),

@@ -23,7 +23,8 @@ from tinykube.store.base import KeyExists, KeyNotFound, RevisionMismatch, Store
 NAMESPACES = lookup("", "v1", "namespaces")
 assert NAMESPACES is not None
 
-Admission = Callable[[ResourceType, dict[str, Any], "dict[str, Any] | None"], Awaitable[None]]
+Admission = Callable[[ResourceType, dict[str, Any], "dict[str, Any] | None"], Awaitable["list[str] | None"]]
+"""(resource, new object, old object or None) → warnings for the client; raises ApiError to refuse."""
 Release = Callable[[ResourceType, dict[str, Any]], Awaitable[None]]
 
 
@@ -89,7 +90,7 @@ class Storage:
         if rt.namespaced:
             await self._check_namespace(rt, obj)
         for admit in self._admission:
-            await admit(rt, obj, None)
+            opts.warnings.extend(await admit(rt, obj, None) or ())
         if not opts.applied:
             apply.record_update(None, obj, opts.manager, rt.group_version, now, rt.definition, opts.subresource)
         key = rt.key(namespace, obj["metadata"]["name"])
@@ -138,7 +139,7 @@ class Storage:
         defaults.default(rt, new, old)
         self._validate(rt, new, validation.validate_update(rt, new, old))
         for admit in self._admission:
-            await admit(rt, new, old)
+            opts.warnings.extend(await admit(rt, new, old) or ())
         if _same(new, old):
             return old
         if not opts.applied:

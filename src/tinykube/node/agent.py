@@ -63,13 +63,14 @@ class AgentConfig:
 
 
 def make_launcher(config: AgentConfig, pod_cidr: str, recorder: EventRecorder, client: Client,
-                  allocatable: dict[str, Any]) -> Launcher:
+                  allocatable: dict[str, Any], memory_bytes: int) -> Launcher:
     """The runtime stack of this node: containers, sandboxes on the node's pod CIDR, images."""
     run = Path(config.run_dir)
     runtime = Runtime(Path(config.agent_dir), run, run / "runc")
     sandboxes = Sandboxes(run, CniConfig(bridge=config.bridge, subnet=pod_cidr, state_dir=run / "cni"))
     images = ImageStore(Path(config.data_dir) / "images", hosts=Hosts(Path(config.data_dir) / "registries"))
-    return Launcher(runtime, sandboxes, images, recorder, _fetcher(client), allocatable)
+    return Launcher(runtime, sandboxes, images, recorder, _fetcher(client), allocatable,
+                    os.path.join(config.data_dir, "seccomp"), memory_bytes)
 
 
 def _fetcher(client: Client) -> Any:
@@ -107,7 +108,8 @@ class NodeAgent:
             pod_cidr = await self.registration.wait_for_pod_cidr()
             await ensure_unreachable_routes()
             allocatable = self.registration.node.get("status", {}).get("allocatable", {})
-            self.launcher = make_launcher(self.config, pod_cidr, self.recorder, self.client, allocatable)
+            self.launcher = make_launcher(self.config, pod_cidr, self.recorder, self.client, allocatable,
+                                          self.registration.facts.memory_bytes)
             volumes = VolumeManager(self.client, os.path.join(self.config.agent_dir, "pods"), allocatable=allocatable)
             prober = Prober(self.launcher.runtime.exec, self._pod_ip, self._on_probe_result, self._on_probe_event)
             self.ctx = NodeContext(self.client, self.recorder, self.config.node_name, self.config.node_ip,

@@ -21,6 +21,7 @@ from typing import Any
 
 from tinykube.client.events import EventRecorder, reference
 from tinykube.node import containerspec, envvars
+from tinykube.node import security as node_security
 from tinykube.node.runtime import cgroups
 from tinykube.node.runtime.cgroups import Resources
 from tinykube.node.runtime.containers import ContainerSpec, ContainerStatus, Runtime
@@ -94,13 +95,15 @@ class Launcher:
     """Runtime operations for pods, with their events."""
 
     def __init__(self, runtime: Runtime, sandboxes: Sandboxes, images: ImageStore, recorder: EventRecorder,
-                 fetch: envvars.Fetch, allocatable: Obj):
+                 fetch: envvars.Fetch, allocatable: Obj, seccomp_root: str, memory_capacity: int):
         self.runtime = runtime
         self.sandboxes = sandboxes
         self.images = images
         self.recorder = recorder
         self.fetch = fetch  # reads ConfigMaps and Secrets through the API
         self.allocatable = allocatable  # the node's, for resourceFieldRef without a limit
+        self.seccomp_root = seccomp_root  # Localhost seccomp profiles live here
+        self.memory_capacity = memory_capacity  # bytes: Burstable containers' oom_score_adj scales with it
         self._pull_backoff: dict[tuple[str, str], tuple[float, float]] = {}  # (uid, image) → (delay, until)
         self._sandbox_ips: dict[str, str] = {}
 
@@ -109,8 +112,7 @@ class Launcher:
         uid = pod["metadata"]["uid"]
         if uid in self._sandbox_ips:
             return self._sandbox_ips[uid]
-        qos = (pod.get("status") or {}).get("qosClass", "BestEffort")
-        await asyncio.to_thread(cgroups.ensure_pod_cgroup, uid, qos)
+        await asyncio.to_thread(cgroups.ensure_pod_cgroup, uid, node_security.qos(pod), node_security.pod_resources(pod))
         hostname = pod["spec"].get("hostname") or pod["metadata"]["name"]
         sandbox = await self.sandboxes.create(uid, hostname[:63], dns_config(pod), [], port_mappings=host_ports(pod))
         self._sandbox_ips[uid] = sandbox.ip
@@ -147,7 +149,7 @@ class Launcher:
             raise LaunchError("CreateContainerConfigError", str(e), CONFIG_RETRY) from e
         try:
             spec = self._container_spec(pod, container, attempt, image, own_env, volumes)
-        except VolumeError as e:
+        except (VolumeError, node_security.SecurityError) as e:
             self.recorder.record(ref, "Warning", "Failed", f"Error: {e.message}")
             raise LaunchError(e.reason, e.message, CONFIG_RETRY) from e
 
@@ -202,7 +204,9 @@ class Launcher:
         args = containerspec.argv(container, list(config.entrypoint), list(config.cmd), own_env)  # $(VAR): pod env only
         if not args:
             raise LaunchError("CreateContainerError", "no command specified", PULL_BACKOFF_START)
-        uid_gid = containerspec.user_ids(config.user, _image_file(image, "etc/passwd"), _image_file(image, "etc/group"))
+        security = node_security.container_security(
+            pod, container, node_security.ImageUser(config.user, _image_file(image, "etc/passwd"),
+                                                    _image_file(image, "etc/group")), self.seccomp_root)
         lim = containerspec.limits(container)
         log_dir = os.path.join(pod_log_dir(pod), container["name"])
         os.makedirs(log_dir, exist_ok=True)
@@ -215,7 +219,8 @@ class Launcher:
             id=runtime_id, pod_uid=uid, name=container["name"], args=args,
             log_path=os.path.join(log_dir, f"{attempt}.log"), rootfs_layers=list(reversed(image.layers)),
             env=[f"{k}={v}" for k, v in env.items()], cwd=container.get("workingDir") or config.working_dir or "/",
-            uid=uid_gid[0], gid=uid_gid[1], sandbox=sandbox,
+            sandbox=sandbox, **vars(security),
+            oom_score_adj=node_security.oom_score_adj(pod, container, self.memory_capacity),
             mounts=sandbox.mounts() + container_mounts(container, volumes, own_env),
             cgroup_path=cgroups.container_cgroup(uid, qos, runtime_id),
             resources=Resources(cpu_shares=lim.cpu_shares, cpu_quota_us=lim.cpu_quota_us,

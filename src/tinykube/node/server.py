@@ -1,6 +1,6 @@
-"""The node agent's HTTPS endpoint, as the kubelet's port 10250: container logs (exec later).
+"""The node agent's HTTPS endpoint, as the kubelet's port 10250: container logs, resource stats (exec later).
 
-Only the API server calls it, proxying ``pods/log``; callers must present a client certificate
+Only the API server calls it (proxying ``pods/log``, reading stats); callers must present a client certificate
 signed by the cluster CA.  The agent supplies ``locate``, which maps (namespace, pod, container,
 previous) to a log file and a "still running" predicate, or raises an ApiError with the
 kubelet's wording.
@@ -8,18 +8,23 @@ kubelet's wording.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import orjson
 from aiohttp import web
 
 from tinykube.api.errors import ApiError, bad_request
 from tinykube.node.logs import LogOptions, read
+from tinykube.node.stats import NodeStats
 
 Locate = Callable[[str, str, str, bool], tuple[str, Callable[[], bool]]]
 LOCATE: web.AppKey[Locate] = web.AppKey("locate")
+STATS: web.AppKey[NodeStats] = web.AppKey("stats", NodeStats)
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"  # what the kubelet's /metrics/resource answers with
 
 
 def options(query: Mapping[str, str]) -> LogOptions:
@@ -73,6 +78,31 @@ def build(locate: Locate) -> web.Application:
     app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", container_logs)
     app.router.add_get("/healthz", healthz)
     return app
+
+
+async def stats_summary(request: web.Request) -> web.Response:
+    """The kubelet's ``/stats/summary`` (CPU and memory), which the API server's metrics.k8s.io reads."""
+    return web.Response(body=orjson.dumps(await request.app[STATS].summary()), content_type="application/json")
+
+
+async def resource_metrics(request: web.Request) -> web.Response:
+    return web.Response(body=await request.app[STATS].resource_metrics(), headers={"Content-Type": PROMETHEUS_TEXT})
+
+
+def serve_stats(app: web.Application, stats: NodeStats) -> None:
+    """Add the resource metrics endpoints; the sampler runs for as long as the app does."""
+    app[STATS] = stats
+
+    async def sampling(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(stats.sampler.run())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app.cleanup_ctx.append(sampling)
+    app.router.add_get("/stats/summary", stats_summary)
+    app.router.add_get("/metrics/resource", resource_metrics)
 
 
 def ssl_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext:

@@ -39,6 +39,7 @@ from tinykube.node.runtime import mounts
 from tinykube.node.volumedata import (FileProjection, Payload, aggregate, atomic_write, config_map_payload,
                                       downward_payload, file_mode, secret_payload)
 from tinykube.node.runtime.oci import Mount
+from tinykube.node.security import apply_fs_group
 
 log = logging.getLogger(__name__)
 
@@ -384,6 +385,7 @@ class VolumeManager:
             raise ValueError(f'unknown storage medium "{medium}"')
         directory = self.volume_dir(pod["metadata"]["uid"], "emptyDir", volume["name"])
         await self._prepare_dir(pod, directory, medium == "Memory", source.get("sizeLimit"))
+        await asyncio.to_thread(apply_fs_group, directory, fs_group(pod))
         return VolumePath(str(directory))
 
     async def _prepare_dir(self, pod: Obj, directory: Path, in_memory: bool, size_limit: str | None = None) -> None:
@@ -404,8 +406,9 @@ class VolumeManager:
         directory = self.volume_dir(pod["metadata"]["uid"], kind, volume["name"])
         payload = await self._payload(pod, volume, kind)
         await self._prepare_dir(pod, directory, kind in _IN_MEMORY)
-        # fsGroup ownership (SetVolumeOwnership) will hook in here as atomic_write's set_perms.
-        await asyncio.to_thread(atomic_write, directory, payload)
+        gid = fs_group(pod)
+        await asyncio.to_thread(atomic_write, directory, payload,
+                                lambda name: apply_fs_group(directory / name, gid, read_only=True))
         return VolumePath(str(directory), read_only=True)
 
     async def _payload(self, pod: Obj, volume: Obj, kind: str) -> Payload:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ from tinykube.api.errors import ApiError
 from tinykube.api.registry import lookup
 from tinykube.client.events import EventRecorder, reference
 from tinykube.client.rest import Client, path
-from tinykube.node import hooks, podstatus
+from tinykube.node import hooks, podstatus, security
 from tinykube.node.launch import Launcher, LaunchError, exit_reason, field_path
 from tinykube.node.podstatus import Observed, PodObservation
 from tinykube.node.probes import Prober
@@ -35,6 +36,7 @@ assert PODS is not None
 BACKOFF_START = 10.0  # seconds before the second restart (kubelet's initial crash-loop back-off)
 BACKOFF_MAX = 300.0  # seconds: the back-off never grows past five minutes
 BACKOFF_RESET = 600.0  # seconds of running after which a container's back-off starts over
+APPARMOR_ENABLED = os.path.exists("/sys/kernel/security/apparmor")  # whether Localhost profiles can be applied
 VOLUME_RETRY = 2.0  # seconds before a volume that failed to mount (e.g. a missing ConfigMap) is tried again
 VOLUME_REFRESH = 60.0  # seconds between refreshes of ConfigMap/Secret/projected volumes (kubelet's sync period)
 
@@ -86,6 +88,7 @@ class PodWorker:
     _start_time: str = ""
     _initialized: bool = False  # sticky once every init container is done (as the Initialized condition)
     _volumes: dict[str, VolumePath] | None = None  # set up once per pod
+    _rejected: bool = False  # refused by node admission: nothing runs
     _done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def update(self, pod: Obj | None) -> None:
@@ -147,6 +150,8 @@ class PodWorker:
     async def _sync(self) -> None:
         pod = self.pod
         assert pod is not None
+        if self._rejected or await self._reject(pod):
+            return
         if not self._pod_ip:
             self._start_time = self._start_time or now()
             await self._write_status()  # ContainerCreating is visible while the sandbox is built
@@ -163,6 +168,21 @@ class PodWorker:
             await asyncio.gather(*(self._sync_container(pod, c, "sidecar") for c in sidecars),
                                  *(self._sync_container(pod, c, "app") for c in pod["spec"]["containers"]))
         await self._write_status()
+
+    async def _reject(self, pod: Obj) -> bool:
+        """The kubelet's admission: a pod this node cannot run fails at once, with the reason."""
+        if self._pod_ip or self.records:
+            return False
+        rejection = security.pod_rejection(pod, APPARMOR_ENABLED)
+        if rejection is None:
+            return False
+        reason, message = rejection
+        self._rejected = True
+        self.ctx.recorder.record(reference(pod), "Warning", reason, message)
+        meta = pod["metadata"]
+        await self.ctx.client.patch(path(PODS, meta["namespace"], meta["name"], "status"),
+                                    {"status": {"phase": "Failed", "reason": reason, "message": message}})
+        return True
 
     async def _ensure_volumes(self, pod: Obj) -> bool:
         """Every volume set up (refreshed on each sync: ConfigMap updates reach running pods)."""

@@ -9,6 +9,10 @@ them under ``/kubepods``.  Only the cgroupfs driver exists: PID 1 is not always 
 The runtime creates the QoS parents and the pod cgroup (with the pod-level limits); runc
 creates and removes each container's cgroup below it (``linux.cgroupsPath``).  Everything is
 idempotent and rebuilt from the host (``list_pod_cgroups``), so an agent restart loses nothing.
+
+The read side (``pod_usages``, ``node_usage``) takes each cgroup's CPU and memory accounting
+the way cAdvisor does for the kubelet: cumulative CPU time, and the working set (usage minus
+inactive file cache).
 """
 
 from __future__ import annotations
@@ -149,15 +153,19 @@ def remove_pod_cgroup(uid: str, qos: str | None = None, root: Path = CGROUP_ROOT
 
 def list_pod_cgroups(root: Path = CGROUP_ROOT) -> list[PodCgroup]:
     """Every pod cgroup present in any hierarchy (kubelet's ``GetAllPodsFromCgroups``)."""
-    found: dict[str, PodCgroup] = {}
-    for h in hierarchies(root):
-        for qos in QOS_CLASSES:
-            parent = h.path / TOP if qos == "guaranteed" else h.path / TOP / qos
-            for entry in _subdirs(parent):
-                if entry.startswith("pod"):
-                    uid = entry[3:]
-                    found[uid] = PodCgroup(uid, qos, pod_cgroup_path(uid, qos))
+    found = {pod.uid: pod for h in hierarchies(root) for pod in _pods_in(h.path)}
     return sorted(found.values(), key=lambda p: p.uid)
+
+
+def _pods_in(base: Path) -> list[PodCgroup]:
+    """The pod cgroups below one hierarchy's mount point, in every QoS parent."""
+    found = []
+    for qos in QOS_CLASSES:
+        parent = base / TOP if qos == "guaranteed" else base / TOP / qos
+        for entry in _subdirs(parent):
+            if entry.startswith("pod"):
+                found.append(PodCgroup(entry[3:], qos, pod_cgroup_path(entry[3:], qos)))
+    return found
 
 
 def resource_writes(resources: Resources, version: Literal[1, 2]) -> list[tuple[str, str, str]]:
@@ -192,6 +200,112 @@ def write_resources(path: str, resources: Resources, root: Path = CGROUP_ROOT) -
         for controller, name, value in resource_writes(resources, h.version):
             if controller in h.controllers:
                 (h.path / path.lstrip("/") / name).write_text(value)
+
+
+# ---- accounting: what pods use (the read side, for the node's resource metrics) -------------
+
+@dataclass(frozen=True)
+class Usage:
+    """One reading of a cgroup, in cAdvisor's terms."""
+
+    cpu_ns: int  # cumulative CPU time of every task that ever ran in it
+    memory_bytes: int  # charged memory, page cache included
+    working_set_bytes: int  # memory minus inactive file cache: what reclaim cannot simply drop
+
+
+@dataclass(frozen=True)
+class StatSources:
+    """The hierarchies that account CPU and memory: v1 ``cpuacct`` and ``memory``, else the unified tree."""
+
+    cpu: Hierarchy
+    memory: Hierarchy
+
+
+def stat_sources(found: list[Hierarchy] | tuple[Hierarchy, ...]) -> StatSources:
+    """Pick the accounting hierarchies; on hybrid hosts the unified tree carries no controllers."""
+    def pick(v1_controller: str) -> Hierarchy:
+        for h in found:
+            if h.version == 1 and v1_controller in h.controllers:
+                return h
+        for h in found:
+            if h.version == 2:
+                return h
+        raise OSError(errno.ENOENT, f"no cgroup hierarchy accounts {v1_controller}")
+    return StatSources(pick("cpuacct"), pick("memory"))
+
+
+def host_stat_sources(root: Path = CGROUP_ROOT) -> StatSources:
+    """:func:`stat_sources` of this host's mounts."""
+    return stat_sources(hierarchies(root))
+
+
+def parse_flat_keyed(text: str) -> dict[str, int]:
+    """A ``key value`` per line file (``memory.stat``, ``cpu.stat``, ``/proc/meminfo`` without units)."""
+    out = {}
+    for line in text.splitlines():
+        fields = line.replace(":", " ").split()
+        if len(fields) >= 2 and fields[1].isdigit():
+            out[fields[0]] = int(fields[1])
+    return out
+
+
+def working_set(usage: int, stat: dict[str, int], version: Literal[1, 2]) -> int:
+    """Usage minus inactive file pages, floored at 0 (cAdvisor's ``setMemoryStats``).
+
+    v1 counts the whole subtree in ``total_inactive_file``; v2's ``memory.stat`` is hierarchical already.
+    """
+    inactive = stat.get("total_inactive_file" if version == 1 else "inactive_file", 0)
+    return max(usage - inactive, 0)
+
+
+def read_usage(path: str, sources: StatSources) -> Usage | None:
+    """The cgroup's reading; None when it is gone (a container that exited meanwhile)."""
+    try:
+        memory, stat = _memory_files(sources.memory, path)
+        return Usage(_cpu_ns(sources.cpu, path), memory, working_set(memory, stat, sources.memory.version))
+    except FileNotFoundError:
+        return None
+
+
+def node_usage(sources: StatSources, meminfo: Path = Path("/proc/meminfo")) -> Usage:
+    """The whole node: the root cgroup, as the kubelet reports the node.
+
+    A v2 root has no ``memory.current``; like runc, memory then comes from ``/proc/meminfo``
+    (used = MemTotal - MemFree, of which ``Inactive(file)`` is not working set).
+    """
+    cpu = _cpu_ns(sources.cpu, "/")
+    if sources.memory.version == 1:
+        memory, stat = _memory_files(sources.memory, "/")
+        return Usage(cpu, memory, working_set(memory, stat, 1))
+    info = {k: v * 1024 for k, v in parse_flat_keyed(meminfo.read_text()).items()}  # kB
+    used = info["MemTotal"] - info["MemFree"]
+    return Usage(cpu, used, max(used - info.get("Inactive(file)", 0), 0))
+
+
+def pod_usages(sources: StatSources) -> dict[tuple[str, str], Usage]:
+    """Every pod cgroup and the container cgroups below it: ``(pod UID, "" or container id)`` to its reading."""
+    out: dict[tuple[str, str], Usage] = {}
+    for pod in _pods_in(sources.cpu.path):
+        children = _subdirs(sources.cpu.path / pod.path.lstrip("/"))
+        for key, path in [((pod.uid, ""), pod.path), *(((pod.uid, c), f"{pod.path}/{c}") for c in children)]:
+            usage = read_usage(path, sources)
+            if usage is not None:
+                out[key] = usage
+    return out
+
+
+def _cpu_ns(h: Hierarchy, path: str) -> int:
+    directory = h.path / path.lstrip("/")
+    if h.version == 1:
+        return int((directory / "cpuacct.usage").read_text())
+    return parse_flat_keyed((directory / "cpu.stat").read_text())["usage_usec"] * 1000
+
+
+def _memory_files(h: Hierarchy, path: str) -> tuple[int, dict[str, int]]:
+    """Charged bytes and ``memory.stat`` of one cgroup."""
+    directory = h.path / path.lstrip("/")
+    usage = directory / ("memory.usage_in_bytes" if h.version == 1 else "memory.current")
+    return int(usage.read_text()), parse_flat_keyed((directory / "memory.stat").read_text())
 
 
 def _qos(qos: str) -> str:

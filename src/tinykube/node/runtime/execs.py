@@ -21,12 +21,15 @@ import asyncio
 import contextlib
 import copy
 import errno
+import fcntl
 import os
 import secrets
 import shutil
 import signal
+import struct
+import termios
 import tty
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +38,8 @@ import orjson
 
 from tinykube.node.runtime import records
 
-__all__ = ["Exec", "ExecResult", "Finished", "process_spec", "run", "start"]
+__all__ = ["Exec", "ExecResult", "Finished", "container_process", "process_spec", "read_chunks", "resize", "run", "start",
+           "stop", "write_all"]
 
 MAX_OUTPUT = 16 * 1024 * 1024  # bytes kept per stream; the CRI's ExecSync caps at the same (the rest is drained)
 DRAIN_TIMEOUT = 2.0  # seconds to wait for our pipes to close once runc has exited
@@ -88,6 +92,14 @@ class Exec:
         errors = [entry.get("msg", "") for entry in map(_json_line, lines) if entry.get("level") in ("error", "fatal")]
         return errors[-1] if errors else ""
 
+    def resize(self, width: int, height: int) -> None:
+        """Set the terminal's size: our pty's, then SIGWINCH tells runc to copy it to the container's."""
+        if self.pty is None or self.proc.returncode is not None:
+            return
+        fcntl.ioctl(self.pty, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGWINCH)
+
     def kill(self) -> bool:
         """SIGKILL the exec'd process and its process group; False when there was no such process.
 
@@ -109,6 +121,12 @@ class Exec:
             return False
         finally:
             os.close(pidfd)
+
+
+def container_process(bundle: Path) -> Json:
+    """The ``process`` of the container's ``config.json``, which every exec starts from."""
+    config = records.read(bundle / "config.json") or {}
+    return dict(config.get("process", {}))
 
 
 def process_spec(container: Json, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
@@ -171,10 +189,10 @@ async def run(runc: str, root: Path, bundle: Path, id: str, spec: Json, *, stdin
         error = ex.runc_error()
         timed_out = False
     except TimeoutError:
-        await _stop(ex)
+        await stop(ex)
         error, timed_out = ex.runc_error(), True
     except BaseException:
-        await asyncio.shield(_stop(ex))
+        await asyncio.shield(stop(ex))
         raise
     finally:
         feed.cancel()
@@ -231,14 +249,21 @@ async def _feed(ex: Exec, data: bytes, end: bytes) -> None:
     if ex.stdin is None:
         return
     with contextlib.suppress(OSError):  # the command exited (or closed stdin) without reading all: not our error
-        await _write_all(ex.stdin, data + end)
+        await write_all(ex.stdin, data + end)
     _close(ex.stdin)
     ex.stdin = None
 
 
 async def _read_all(fd: int, cap: int = MAX_OUTPUT) -> bytes:
-    """What the writers of ``fd`` write until they all close it (EIO on a pty), keeping ``cap`` bytes."""
+    """What the writers of ``fd`` write until they all close it, keeping ``cap`` bytes."""
     kept = bytearray()
+    async for chunk in read_chunks(fd):
+        kept += chunk[:max(0, cap - len(kept))]
+    return bytes(kept)
+
+
+async def read_chunks(fd: int) -> AsyncIterator[bytes]:
+    """What the writers of ``fd`` write, as it comes, until they all close it (EIO on a pty); closes ``fd``."""
     os.set_blocking(fd, False)
     try:
         while True:
@@ -250,15 +275,16 @@ async def _read_all(fd: int, cap: int = MAX_OUTPUT) -> bytes:
             except OSError as e:
                 if e.errno != errno.EIO:  # a pty's master reads EIO once the last slave is closed
                     raise
-                chunk = b""
+                return
             if not chunk:
-                return bytes(kept)
-            kept += chunk[:max(0, cap - len(kept))]
+                return
+            yield chunk
     finally:
         os.close(fd)
 
 
-async def _write_all(fd: int, data: bytes) -> None:
+async def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to a non-blocking-capable ``fd``, waiting on the loop when it is full."""
     os.set_blocking(fd, False)
     view = memoryview(data)
     while view:
@@ -293,7 +319,7 @@ async def _gather_output(reads: list[asyncio.Future[bytes]]) -> list[bytes]:
     return [r if isinstance(r, bytes) else b"" for r in results]
 
 
-async def _stop(ex: Exec) -> None:
+async def stop(ex: Exec) -> None:
     """Kill the exec'd process, and runc too if it has none yet or lingers; reap runc."""
     if ex.kill():
         with contextlib.suppress(TimeoutError):

@@ -89,6 +89,10 @@ class ContainerSpec:
     masked_paths: tuple[str, ...] = DEFAULT_MASKED_PATHS
     readonly_paths: tuple[str, ...] = DEFAULT_READONLY_PATHS
     oom_score_adj: int | None = None
+    privileged: bool = False  # writable /sys and cgroupfs, devices cgroup open (no host device nodes added)
+    seccomp: Json | None = None  # the OCI linux.seccomp; None: unconfined
+    sysctl: dict[str, str] = field(default_factory=dict)
+    apparmor_profile: str = ""  # a loaded profile's name; "": unconfined
 
     def __post_init__(self) -> None:
         if bool(self.rootfs_layers) == (self.rootfs_dir is not None):
@@ -107,8 +111,12 @@ def build_config(spec: ContainerSpec, root_path: str, *, layout: Layout = "hybri
     }
 
 
-def default_mounts() -> list[Mount]:
-    """containerd's default mounts with CRI's changes: no /run tmpfs, a read-only cgroupfs."""
+def default_mounts(privileged: bool = False) -> list[Mount]:
+    """containerd's default mounts with CRI's changes: no /run tmpfs, a read-only cgroupfs.
+
+    A privileged container gets /sys and the cgroupfs read-write (``WithWriteableSysfs``/``Cgroupfs``).
+    """
+    sys_mode = "rw" if privileged else "ro"
     return [
         Mount("proc", "/proc", "proc", ["nosuid", "noexec", "nodev"]),
         Mount("tmpfs", "/dev", "tmpfs", ["nosuid", "strictatime", "mode=755", "size=65536k"]),
@@ -116,8 +124,8 @@ def default_mounts() -> list[Mount]:
               ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]),
         Mount("shm", "/dev/shm", "tmpfs", ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
         Mount("mqueue", "/dev/mqueue", "mqueue", ["nosuid", "noexec", "nodev"]),
-        Mount("sysfs", "/sys", "sysfs", ["nosuid", "noexec", "nodev", "ro"]),
-        Mount("cgroup", "/sys/fs/cgroup", "cgroup", ["nosuid", "noexec", "nodev", "relatime", "ro"]),
+        Mount("sysfs", "/sys", "sysfs", ["nosuid", "noexec", "nodev", sys_mode]),
+        Mount("cgroup", "/sys/fs/cgroup", "cgroup", ["nosuid", "noexec", "nodev", "relatime", sys_mode]),
     ]
 
 
@@ -132,7 +140,7 @@ def container_mounts(spec: ContainerSpec) -> list[Json]:
     if spec.sandbox is not None and spec.sandbox.shm_dir is not None and "/dev/shm" not in taken:
         extra.insert(0, Mount(spec.sandbox.shm_dir, "/dev/shm"))
         taken.add("/dev/shm")
-    chosen = [m for m in default_mounts() if m.destination not in taken]
+    chosen = [m for m in default_mounts(spec.privileged) if m.destination not in taken]
     chosen += sorted(extra, key=lambda m: os.path.normpath(m.destination).count("/"))
     return [{"destination": m.destination, "type": m.type, "source": str(m.source), "options": list(m.options)}
             for m in chosen]
@@ -153,18 +161,24 @@ def _process(spec: ContainerSpec) -> Json:
     }
     if spec.oom_score_adj is not None:
         process["oomScoreAdj"] = spec.oom_score_adj
+    if spec.apparmor_profile:
+        process["apparmorProfile"] = spec.apparmor_profile
     return process
 
 
 def _linux(spec: ContainerSpec, layout: Layout, swap_accounting: bool) -> Json:
     linux: Json = {
         "namespaces": _namespaces(spec.sandbox),
-        "resources": _resources(spec.resources, layout, swap_accounting),
+        "resources": _resources(spec.resources, layout, swap_accounting, spec.privileged),
         "maskedPaths": list(spec.masked_paths),
         "readonlyPaths": list(spec.readonly_paths),
     }
     if spec.cgroup_path:
         linux["cgroupsPath"] = spec.cgroup_path
+    if spec.seccomp is not None:
+        linux["seccomp"] = spec.seccomp
+    if spec.sysctl:
+        linux["sysctl"] = dict(spec.sysctl)
     return linux
 
 
@@ -177,8 +191,8 @@ def _namespaces(sandbox: PodNamespaces | None) -> list[Json]:
                   {"type": "uts", "path": str(sandbox.uts)}]
 
 
-def _resources(r: Resources | None, layout: Layout, swap_accounting: bool) -> Json:
-    out: Json = {"devices": [{"allow": False, "access": "rwm"}]}
+def _resources(r: Resources | None, layout: Layout, swap_accounting: bool, privileged: bool = False) -> Json:
+    out: Json = {"devices": [{"allow": privileged, "access": "rwm"}]}  # privileged: WithAllDevicesAllowed
     if r is None:
         return out
     cpu = {k: v for k, v in (("shares", r.cpu_shares), ("quota", r.cpu_quota_us), ("period", r.cpu_period_us))
