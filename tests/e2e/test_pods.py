@@ -361,3 +361,16 @@ def test_tutorial_security_context_is_enforced(node: Cluster) -> None:
     message = pod(node, "rootless")["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
     assert message.startswith("container has runAsNonRoot and image will run as root"), message
     node.kubectl("delete", "pod", "rootless")
+
+
+def test_host_aliases_subdomain_and_deadline(node: Cluster) -> None:
+    manifest = json.loads(busybox_pod("named", "cat /etc/hosts; sleep 3600"))
+    manifest["spec"].update(hostname="web-0", subdomain="web", activeDeadlineSeconds=5,
+                            hostAliases=[{"ip": "10.42.0.99", "hostnames": ["alias.local"]}])
+    node.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    hosts = eventually(lambda: node.kubectl("logs", "named", check=False).stdout, "/etc/hosts")
+    assert "web-0.web.default.svc.cluster.local\tweb-0" in hosts and "10.42.0.99\talias.local" in hosts, hosts
+    eventually(lambda: pod(node, "named")["status"].get("reason") == "DeadlineExceeded", "DeadlineExceeded", timeout=40)
+    assert pod(node, "named")["status"]["phase"] == "Failed"
+    assert status_column(node, "named") == "DeadlineExceeded"
+    node.kubectl("delete", "pod", "named")

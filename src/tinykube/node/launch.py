@@ -27,7 +27,7 @@ from tinykube.node.runtime.cgroups import Resources
 from tinykube.node.runtime.containers import ContainerSpec, ContainerStatus, Runtime
 from tinykube.node.runtime.images import Image, ImageError, ImageNeverPull, ImageStore, PullError
 from tinykube.node.runtime.cni import PortMapping
-from tinykube.node.runtime.sandbox import DnsConfig, Sandboxes
+from tinykube.node.runtime.sandbox import DnsConfig, HostEntry, Sandboxes
 from tinykube.node.volumes import VolumeError, VolumePath, container_mounts
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,17 @@ def host_ports(pod: Obj) -> list[PortMapping]:
             for c in pod["spec"].get("containers", []) for p in c.get("ports") or [] if p.get("hostPort")]
 
 
+def host_aliases(pod: Obj) -> list[HostEntry]:
+    """``spec.hostAliases``: extra /etc/hosts lines."""
+    return [HostEntry(a["ip"], list(a.get("hostnames") or [])) for a in pod["spec"].get("hostAliases") or []]
+
+
+def pod_domain(pod: Obj) -> str:
+    """The pod's domain when it has a subdomain: ``SUBDOMAIN.NS.svc.cluster.local`` (its FQDN's tail)."""
+    subdomain = pod["spec"].get("subdomain")
+    return f"{subdomain}.{pod['metadata']['namespace']}.svc.{CLUSTER_DOMAIN}" if subdomain else ""
+
+
 def dns_config(pod: Obj) -> DnsConfig:
     """resolv.conf for ClusterFirst (the default): cluster DNS and the search path of the namespace."""
     ns = pod["metadata"]["namespace"]
@@ -114,7 +125,8 @@ class Launcher:
             return self._sandbox_ips[uid]
         await asyncio.to_thread(cgroups.ensure_pod_cgroup, uid, node_security.qos(pod), node_security.pod_resources(pod))
         hostname = pod["spec"].get("hostname") or pod["metadata"]["name"]
-        sandbox = await self.sandboxes.create(uid, hostname[:63], dns_config(pod), [], port_mappings=host_ports(pod))
+        sandbox = await self.sandboxes.create(uid, hostname[:63], dns_config(pod), host_aliases(pod),
+                                              domain=pod_domain(pod), port_mappings=host_ports(pod))
         self._sandbox_ips[uid] = sandbox.ip
         return sandbox.ip
 

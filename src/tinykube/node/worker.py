@@ -152,8 +152,12 @@ class PodWorker:
         assert pod is not None
         if self._rejected or await self._reject(pod):
             return
+        if self._deadline_passed(pod):
+            await self._fail_deadline(pod)
+            return
         if not self._pod_ip:
             self._start_time = self._start_time or now()
+            self._arm_deadline(pod)
             await self._write_status()  # ContainerCreating is visible while the sandbox is built
             self._pod_ip = await self.ctx.launcher.ensure_sandbox(pod)
         if not await self._ensure_volumes(pod):
@@ -168,6 +172,31 @@ class PodWorker:
             await asyncio.gather(*(self._sync_container(pod, c, "sidecar") for c in sidecars),
                                  *(self._sync_container(pod, c, "app") for c in pod["spec"]["containers"]))
         await self._write_status()
+
+    def _arm_deadline(self, pod: Obj) -> None:
+        """Wake when ``activeDeadlineSeconds`` runs out (counted from the pod's start)."""
+        deadline = pod["spec"].get("activeDeadlineSeconds")
+        if deadline is not None:
+            asyncio.get_running_loop().call_later(float(deadline), self._wake.set)
+
+    def _deadline_passed(self, pod: Obj) -> bool:
+        deadline = pod["spec"].get("activeDeadlineSeconds")
+        if deadline is None or not self._start_time:
+            return False
+        started = datetime.datetime.strptime(self._start_time, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+        return (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds() >= deadline
+
+    async def _fail_deadline(self, pod: Obj) -> None:
+        """Kill everything and fail the pod, as the kubelet's active-deadline handler does."""
+        message = "Pod was active on the node longer than the specified deadline"
+        self._rejected = True
+        self.ctx.recorder.record(reference(pod), "Normal", "DeadlineExceeded", message)
+        running = [r.runtime_id for r in self.records.values() if r.observed.state == "running"]
+        await asyncio.gather(*(self.ctx.launcher.runtime.stop(i, pod["spec"].get("terminationGracePeriodSeconds", 30))
+                               for i in running), return_exceptions=True)
+        meta = pod["metadata"]
+        await self.ctx.client.patch(path(PODS, meta["namespace"], meta["name"], "status"),
+                                    {"status": {"phase": "Failed", "reason": "DeadlineExceeded", "message": message}})
 
     async def _reject(self, pod: Obj) -> bool:
         """The kubelet's admission: a pod this node cannot run fails at once, with the reason."""
