@@ -374,3 +374,54 @@ def test_host_aliases_subdomain_and_deadline(node: Cluster) -> None:
     assert pod(node, "named")["status"]["phase"] == "Failed"
     assert status_column(node, "named") == "DeadlineExceeded"
     node.kubectl("delete", "pod", "named")
+
+
+def test_containers_share_localhost_and_shared_memory(node: Cluster) -> None:
+    manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sharing"},
+                "spec": {"terminationGracePeriodSeconds": 1, "containers": [
+                    {"name": "server", "image": "busybox:1.36",
+                     "command": ["sh", "-c", "echo from-shm > /dev/shm/msg; httpd -f -p 8080 -h /dev/shm"]},
+                    {"name": "client", "image": "busybox:1.36",
+                     "command": ["sh", "-c", "sleep 1; wget -qO- http://localhost:8080/msg; cat /dev/shm/msg; sleep 3600"]}]}}
+    node.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    out = eventually(lambda: (lambda o: o if o.count("from-shm") == 2 else "")(
+        node.kubectl("logs", "sharing", "-c", "client", check=False).stdout), "localhost and /dev/shm shared")
+    assert out.count("from-shm") == 2
+    node.kubectl("apply", "-f", "-", input=busybox_pod("outsider", "ls /dev/shm; sleep 3600"))
+    node.kubectl("wait", "--for=condition=Ready", "pod/outsider", "--timeout=60s")
+    time.sleep(1)
+    assert "msg" not in node.kubectl("logs", "outsider").stdout
+    node.kubectl("delete", "pod", "sharing", "outsider")
+
+
+def test_configmap_update_reaches_the_mounted_file(node: Cluster) -> None:
+    node.kubectl("create", "configmap", "live", "--from-literal=greeting=one")
+    manifest = json.loads(busybox_pod("reader", "while true; do cat /cfg/greeting; echo; sleep 1; done"))
+    manifest["spec"]["volumes"] = [{"name": "cfg", "configMap": {"name": "live"}}]
+    manifest["spec"]["containers"][0]["volumeMounts"] = [{"name": "cfg", "mountPath": "/cfg"}]
+    node.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    eventually(lambda: "one" in node.kubectl("logs", "reader", check=False).stdout, "the first value")
+    node.kubectl("patch", "configmap", "live", "--type=merge", "-p", '{"data":{"greeting":"two"}}')
+    eventually(lambda: "two" in node.kubectl("logs", "reader", "--tail=2").stdout, "the updated value", timeout=60)
+    node.kubectl("delete", "pod", "reader")
+    node.kubectl("delete", "configmap", "live")
+
+
+def test_claim_data_survives_the_pod(node: Cluster) -> None:
+    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "keep"},
+           "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
+    node.kubectl("apply", "-f", "-", input=json.dumps(pvc))
+
+    def writer(name: str, script: str) -> str:
+        manifest = json.loads(busybox_pod(name, script, "Never"))
+        manifest["spec"]["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": "keep"}}]
+        manifest["spec"]["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+        return json.dumps(manifest)
+    node.kubectl("apply", "-f", "-", input=writer("first", "echo kept > /data/file"))
+    eventually(lambda: status_column(node, "first") == "Completed", "the first pod")
+    node.kubectl("delete", "pod", "first")
+    node.kubectl("apply", "-f", "-", input=writer("second", "cat /data/file"))
+    eventually(lambda: status_column(node, "second") == "Completed", "the second pod")
+    assert node.kubectl("logs", "second").stdout == "kept\n"
+    node.kubectl("delete", "pod", "second")
+    node.kubectl("delete", "pvc", "keep")

@@ -118,6 +118,8 @@ class NodeAgent:
             await self._remove_orphans(selector)
             proxy = ServiceProxy(self.client, [self.config.node_ip])  # after the unreachable routes: it reroutes them
             await asyncio.gather(self.registration.heartbeat(), self._proxy(proxy),
+                                 list_and_watch(self.client, "/api/v1/configmaps", self._on_source_change),
+                                 list_and_watch(self.client, "/api/v1/secrets", self._on_source_change),
                                  list_and_watch(self.client, path(PODS), self._on_pod, selector))
         finally:
             for task in self.tasks.values():
@@ -135,6 +137,15 @@ class NodeAgent:
         ctx = server.ssl_context(self.config.serving_cert, self.config.serving_key, self.config.client_ca)
         await web.TCPSite(runner, self.config.node_ip, self.config.kubelet_port, ssl_context=ctx).start()
         return runner
+
+    async def _on_source_change(self, kind: str, obj: dict[str, Any]) -> None:
+        """A ConfigMap or Secret changed: wake the pods that mount it, so their files follow."""
+        if kind != "MODIFIED":
+            return
+        namespace, name, source = obj["metadata"]["namespace"], obj["metadata"]["name"], obj["kind"]
+        for worker in self.workers.values():
+            if worker.pod and worker.pod["metadata"]["namespace"] == namespace and mounts_source(worker.pod, source, name):
+                worker.wake()
 
     async def _proxy(self, proxy: ServiceProxy) -> None:
         """Service rules while the agent runs; removed on an orderly stop (a crash keeps them working)."""
@@ -226,6 +237,18 @@ class NodeAgent:
         def running() -> bool:
             return not previous and record.runtime_id == running_id and record.observed.state == "running"
         return log_file, running
+
+
+def mounts_source(pod: dict[str, Any], kind: str, name: str) -> bool:
+    """Whether a pod's volumes project ConfigMap or Secret ``name``."""
+    key, field = ("configMap", "name") if kind == "ConfigMap" else ("secret", "secretName")
+    for volume in pod["spec"].get("volumes") or []:
+        if (volume.get(key) or {}).get(field) == name:
+            return True
+        for source in (volume.get("projected") or {}).get("sources") or []:
+            if (source.get(key) or {}).get("name") == name:
+                return True
+    return False
 
 
 async def wait_ready(client: Client) -> None:

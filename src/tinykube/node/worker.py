@@ -99,6 +99,10 @@ class PodWorker:
             self.pod = pod
         self._wake.set()
 
+    def wake(self) -> None:
+        """Sync again (something the pod depends on changed)."""
+        self._wake.set()
+
     def adopt(self) -> None:
         """Take over what the runtime still runs for this pod (after an agent restart); no duplicates."""
         ip, statuses = self.ctx.launcher.adopt(self.uid, self._on_exit)
