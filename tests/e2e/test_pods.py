@@ -425,3 +425,29 @@ def test_claim_data_survives_the_pod(node: Cluster) -> None:
     assert node.kubectl("logs", "second").stdout == "kept\n"
     node.kubectl("delete", "pod", "second")
     node.kubectl("delete", "pvc", "keep")
+
+
+def test_termination_messages(node: Cluster) -> None:
+    node.kubectl("apply", "-f", "-", input=busybox_pod("farewell", "echo goodbye > /dev/termination-log; exit 0", "Never"))
+    fallback = json.loads(busybox_pod("fallback", "echo last words; exit 4", "Never"))
+    fallback["spec"]["containers"][0]["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    node.kubectl("apply", "-f", "-", input=json.dumps(fallback))
+    eventually(lambda: status_column(node, "farewell") == "Completed", "Completed")
+    eventually(lambda: status_column(node, "fallback") == "Error", "Error")
+    assert pod(node, "farewell")["status"]["containerStatuses"][0]["state"]["terminated"]["message"] == "goodbye\n"
+    assert pod(node, "fallback")["status"]["containerStatuses"][0]["state"]["terminated"]["message"] == "last words\n"
+    node.kubectl("delete", "pod", "farewell", "fallback")
+
+
+def test_sidecar_keeps_running_beside_the_app(node: Cluster) -> None:
+    manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "with-sidecar"},
+                "spec": {"terminationGracePeriodSeconds": 1,
+                         "initContainers": [{"name": "side", "image": "busybox:1.36", "restartPolicy": "Always",
+                                             "command": ["sh", "-c", "echo side up; sleep 3600"]}],
+                         "containers": [{"name": "app", "image": "busybox:1.36", "command": ["sleep", "3600"]}]}}
+    node.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    node.kubectl("wait", "--for=condition=Ready", "pod/with-sidecar", "--timeout=60s")
+    assert node.kubectl("get", "pod", "with-sidecar", "--no-headers").stdout.split()[1:3] == ["2/2", "Running"]
+    side = pod(node, "with-sidecar")["status"]["initContainerStatuses"][0]
+    assert side["started"] and "running" in side["state"]
+    node.kubectl("delete", "pod", "with-sidecar")

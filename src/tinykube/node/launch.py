@@ -25,6 +25,7 @@ from tinykube.node import security as node_security
 from tinykube.node.runtime import cgroups
 from tinykube.node.runtime.cgroups import Resources
 from tinykube.node.runtime.containers import ContainerSpec, ContainerStatus, Runtime
+from tinykube.node.runtime.oci import Mount
 from tinykube.node.runtime.images import Image, ImageError, ImageNeverPull, ImageStore, PullError
 from tinykube.node.runtime.cni import PortMapping
 from tinykube.node.runtime.sandbox import DnsConfig, HostEntry, Sandboxes
@@ -36,6 +37,9 @@ PULL_BACKOFF_START = 10.0  # seconds: the kubelet's image pull back-off doubles 
 PULL_BACKOFF_MAX = 300.0
 CONFIG_RETRY = 2.0  # seconds before a container waiting on a missing ConfigMap/Secret key is tried again
 RESYNC_AFTER_ERROR = 1.0  # seconds: the pod worker re-syncs soon after a failed pull and then reports the back-off
+MAX_TERMINATION_MESSAGE = 4096  # bytes the kubelet reads from terminationMessagePath
+FALLBACK_LOG_LINES = 80  # FallbackToLogsOnError: the log's last lines...
+FALLBACK_LOG_BYTES = 2048  # ...and at most this many bytes of them
 CLUSTER_DNS = "10.43.0.10"
 CLUSTER_DOMAIN = "cluster.local"
 LOG_ROOT = "/var/log/pods"
@@ -82,6 +86,41 @@ def host_ports(pod: Obj) -> list[PortMapping]:
     """The pod's hostPort mappings, for the portmap CNI plugin."""
     return [PortMapping(p["hostPort"], p["containerPort"], p.get("protocol", "TCP").lower(), p.get("hostIP", ""))
             for c in pod["spec"].get("containers", []) for p in c.get("ports") or [] if p.get("hostPort")]
+
+
+def termination_file(pod: Obj, name: str, attempt: int) -> str:
+    """Where a container attempt's termination message lands on the host."""
+    return os.path.join(pod_log_dir(pod), name, f"{attempt}.termination-log")
+
+
+def termination_mount(pod: Obj, container: Obj, attempt: int) -> Mount:
+    """The empty file bound at ``terminationMessagePath`` (default /dev/termination-log)."""
+    source = termination_file(pod, container["name"], attempt)
+    with open(source, "a"):
+        pass
+    return Mount(source, container.get("terminationMessagePath") or "/dev/termination-log", "bind", ["rbind", "rw"])
+
+
+def termination_message(pod: Obj, container: Obj, attempt: int, exit_code: int) -> str:
+    """The kubelet's terminated.message: the file (4096 bytes at most), or the log tail on failure.
+
+    With ``FallbackToLogsOnError`` an empty file and a non-zero exit take the last 80 lines
+    (2048 bytes at most) of the container's log instead.
+    """
+    try:
+        with open(termination_file(pod, container["name"], attempt), errors="replace") as f:
+            message = f.read(MAX_TERMINATION_MESSAGE)
+    except OSError:
+        message = ""
+    if message or exit_code == 0 or container.get("terminationMessagePolicy") != "FallbackToLogsOnError":
+        return message
+    log_file = os.path.join(pod_log_dir(pod), container["name"], f"{attempt}.log")
+    try:
+        with open(log_file, errors="replace") as f:
+            lines = [line.split(" ", 3)[-1] for line in f.read().splitlines()[-FALLBACK_LOG_LINES:]]
+    except OSError:
+        return ""
+    return "\n".join(lines)[-FALLBACK_LOG_BYTES:] + "\n"
 
 
 def host_aliases(pod: Obj) -> list[HostEntry]:
@@ -233,7 +272,8 @@ class Launcher:
             env=[f"{k}={v}" for k, v in env.items()], cwd=container.get("workingDir") or config.working_dir or "/",
             sandbox=sandbox, **vars(security),
             oom_score_adj=node_security.oom_score_adj(pod, container, self.memory_capacity),
-            mounts=sandbox.mounts() + container_mounts(container, volumes, own_env),
+            mounts=sandbox.mounts() + container_mounts(container, volumes, own_env)
+            + [termination_mount(pod, container, attempt)],
             cgroup_path=cgroups.container_cgroup(uid, qos, runtime_id),
             resources=Resources(cpu_shares=lim.cpu_shares, cpu_quota_us=lim.cpu_quota_us,
                                 cpu_period_us=lim.cpu_period_us, memory_limit_bytes=lim.memory_limit_bytes or None))

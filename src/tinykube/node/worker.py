@@ -23,7 +23,7 @@ from tinykube.api.registry import lookup
 from tinykube.client.events import EventRecorder, reference
 from tinykube.client.rest import Client, path
 from tinykube.node import hooks, podstatus, security
-from tinykube.node.launch import Launcher, LaunchError, exit_reason, field_path
+from tinykube.node.launch import Launcher, LaunchError, exit_reason, field_path, termination_message
 from tinykube.node.podstatus import Observed, PodObservation
 from tinykube.node.probes import Prober
 from tinykube.node.volumes import VolumeError, VolumeManager, VolumePath
@@ -281,6 +281,10 @@ class PodWorker:
         record.retry_at = 0.0
         record.backoff = 0.0
 
+    def _container(self, name: str) -> Obj | None:
+        spec = (self.pod or {}).get("spec", {})
+        return next((c for c in spec.get("initContainers", []) + spec.get("containers", []) if c["name"] == name), None)
+
     def _should_restart(self, pod: Obj, record: ContainerRecord) -> bool:
         """Sidecars always restart; init containers rerun only after a failure, and not with Never."""
         policy = pod["spec"].get("restartPolicy", "Always")
@@ -355,7 +359,9 @@ class PodWorker:
             if record.runtime_id != runtime_id:
                 continue
             o = record.observed
-            record.observed = Observed(o.name, o.image, "terminated", reason, exit_code=exit_code,
+            container = self._container(o.name)
+            message = termination_message(self.pod, container, record.attempt, exit_code) if self.pod and container else ""
+            record.observed = Observed(o.name, o.image, "terminated", reason, message, exit_code=exit_code,
                                        started_at=started_at, finished_at=finished_at, container_id=o.container_id,
                                        image_id=o.image_id, restart_count=o.restart_count,
                                        last_terminated=o.last_terminated)
@@ -472,7 +478,7 @@ def _init_kind(container: Obj) -> str:
 
 
 def _terminated(o: Observed) -> Obj:
-    term: Obj = {"exitCode": o.exit_code, "reason": o.reason, "startedAt": o.started_at, "finishedAt": o.finished_at,
-                 "containerID": o.container_id}
+    term: Obj = {"exitCode": o.exit_code, "reason": o.reason, "message": o.message, "startedAt": o.started_at,
+                 "finishedAt": o.finished_at, "containerID": o.container_id}
     return {k: v for k, v in term.items() if v not in ("", None)} | {"exitCode": o.exit_code}
 
