@@ -23,6 +23,7 @@ from tests.registry import LocalRegistry
 from tinykube.node.runtime import cgroups, mounts
 
 BRIDGE = "tke2e0"
+NO_UPSTREAM = "127.0.0.1:9"  # names outside the cluster are forwarded to loopback's discard port: never off the host
 
 
 def start_node_cluster(base: Path, registry: LocalRegistry) -> tuple[Cluster, Path]:
@@ -30,7 +31,8 @@ def start_node_cluster(base: Path, registry: LocalRegistry) -> tuple[Cluster, Pa
     registry.mirror_docker_io(data / "registries")
     run_dir = Path(tempfile.mkdtemp(prefix="tk-", dir="/run"))
     cluster = Cluster(data, command="up", extra_args=(
-        "--run-dir", str(run_dir), "--bridge", BRIDGE, "--kubelet-port", str(free_port()), "--node-name", "node-1"))
+        "--run-dir", str(run_dir), "--bridge", BRIDGE, "--kubelet-port", str(free_port()), "--node-name", "node-1",
+        "--dns-upstream", NO_UPSTREAM))
     cluster.start()
     return cluster, run_dir
 

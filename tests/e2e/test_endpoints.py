@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -33,16 +33,16 @@ def eventually(check: Callable[[], Any], what: str, timeout: float = WAIT) -> An
         time.sleep(0.02)
 
 
-@pytest.fixture
-def core(cluster: Cluster) -> client.CoreV1Api:
+@pytest.fixture(scope="module")
+def core(cluster: Cluster) -> Iterator[client.CoreV1Api]:
+    """The API, and a Node in a zone for the pods to be bound to (removed afterwards: the
+    server is shared with other test modules)."""
     api = client.CoreV1Api(config.new_client_from_config(config_file=str(cluster.kubeconfig)))
+    api.create_node(client.V1Node(metadata=client.V1ObjectMeta(name=NODE, labels={"topology.kubernetes.io/zone": "zone-a"})))
     try:
-        api.create_node(client.V1Node(metadata=client.V1ObjectMeta(
-            name=NODE, labels={"topology.kubernetes.io/zone": "zone-a"})))
-    except client.ApiException as e:
-        if e.status != 409:
-            raise
-    return api
+        yield api
+    finally:
+        api.delete_node(NODE)
 
 
 def make_pod(core: client.CoreV1Api, ns: str, name: str, ip: str, ready: bool = True, **spec: Any) -> None:

@@ -20,6 +20,7 @@ SERVICE_CIDR = "10.43.0.0/16"
 NODE_PORTS = (30000, 32767)
 _IPS = "/registry/ranges/serviceips/"
 _PORTS = "/registry/ranges/servicenodeports/"
+CLUSTER_DNS_OFFSET = 10  # 10.43.0.10 is the cluster DNS address every pod's resolv.conf names: never handed out
 _ATTEMPTS = 64  # random probes before a linear scan: the range is rarely dense
 
 
@@ -79,10 +80,15 @@ class ServiceAllocator:
             return wanted
         hosts = self.network.num_addresses - 2
         for _ in range(_ATTEMPTS):
-            candidate = str(self.network.network_address + random.randint(2, hosts))  # .1 is the kubernetes Service
+            offset = random.randint(2, hosts)
+            if offset == CLUSTER_DNS_OFFSET:
+                continue
+            candidate = str(self.network.network_address + offset)  # .1 is the kubernetes Service
             if await self._claim(_IPS + candidate):
                 return candidate
         for offset in range(2, hosts + 1):
+            if offset == CLUSTER_DNS_OFFSET:
+                continue
             candidate = str(self.network.network_address + offset)
             if await self._claim(_IPS + candidate):
                 return candidate

@@ -19,6 +19,7 @@ import sys
 from tinykube.apiserver.server import ControlPlane, ServerConfig, running
 from tinykube.cli import image, kubeconfig
 from tinykube.client.rest import Client
+from tinykube.controllers.endpoints import EndpointsController
 from tinykube.controllers.localpath import LocalPathController
 from tinykube.controllers.namespace import NamespaceController
 from tinykube.controllers.nodeipam import NodeIpamController
@@ -48,6 +49,8 @@ def _node_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kubelet-port", type=int, default=10250, help="port of the agent's log/exec endpoint")
     parser.add_argument("--run-dir", default="/run/tinykube", help="runtime state: runc root, bundles, CNI")
     parser.add_argument("--bridge", default="tinykube0", help="name of the pod network bridge")
+    parser.add_argument("--dns-upstream", action="append", default=None, metavar="HOST:PORT",
+                        help="where cluster DNS forwards names outside the cluster (default: /etc/resolv.conf's)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -76,6 +79,11 @@ def _announce(plane: ControlPlane, merge_into: str | None) -> None:
         kubeconfig.merge(merge_into, config)
     print(f"tinykube is serving the Kubernetes API at {plane.config.url}", flush=True)
     print(f"  kubeconfig: {admin}{' (also merged into ' + merge_into + ')' if merge_into else ''}", flush=True)
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return (host, int(port)) if host else (text, 53)
 
 
 def _read(path: str) -> str:
@@ -107,8 +115,9 @@ async def _until(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
 
 async def _node(args: argparse.Namespace, server: str, token: str) -> None:
     """One node agent that joins ``server`` exactly as a remote node would."""
+    upstreams = tuple(_address(a) for a in args.dns_upstream) if args.dns_upstream else None
     config = AgentConfig(node_name=args.node_name, data_dir=args.data_dir, run_dir=args.run_dir, node_ip=args.node_ip,
-                         kubelet_port=args.kubelet_port, bridge=args.bridge)
+                         kubelet_port=args.kubelet_port, bridge=args.bridge, dns_upstreams=upstreams)
     creds, cert, key = await join(server, token, config.agent_dir, config.node_name, config.node_ip)
     config = dataclasses.replace(config, serving_cert=cert, serving_key=key, client_ca=creds.ca_file)
     client = Client(creds, "kubelet")
@@ -127,7 +136,7 @@ async def _serve(args: argparse.Namespace) -> None:
         tasks = [asyncio.create_task(controller.run()) for controller in (
             NamespaceController(client), ServiceAccountController(client), SchedulerController(client),
             NodeIpamController(client), LocalPathController(client, os.path.join(args.data_dir, "storage")),
-            RootCACertPublisher(client, _read(plane.pki.ca_cert)))]
+            RootCACertPublisher(client, _read(plane.pki.ca_cert)), EndpointsController(client, config.bind, config.port))]
         if args.command == "up":
             tasks.append(asyncio.create_task(_node(args, config.url, plane.join_token)))
         merge = None if args.command != "up" or args.no_kubeconfig else os.path.expanduser("~/.kube/config")

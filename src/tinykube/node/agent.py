@@ -22,6 +22,7 @@ from tinykube.api.registry import lookup
 from tinykube.client.events import EventRecorder, Source, reference
 from tinykube.client.rest import Client, list_and_watch, path
 from tinykube.node import host, server
+from tinykube.node.dns import ClusterDns
 from tinykube.node.launch import Launcher, field_path, pod_log_dir
 from tinykube.node.probes import Prober
 from tinykube.node.proxy import ServiceProxy
@@ -33,6 +34,7 @@ from tinykube.node.runtime.images import ImageStore
 from tinykube.node.runtime.registry import Hosts
 from tinykube.node.runtime.cgroups import host_stat_sources
 from tinykube.node.runtime.sandbox import Sandboxes, ensure_unreachable_routes
+from tinykube.node.targets import PodTargets
 from tinykube.node.stats import ContainerTarget, NodeStats, PodTarget, Sampler, read_sample
 from tinykube.node.volumes import VolumeManager
 from tinykube.node.worker import NodeContext, PodWorker
@@ -53,6 +55,7 @@ class AgentConfig:
     node_ip: str = "127.0.0.1"
     kubelet_port: int = 10250
     bridge: str = "tinykube0"
+    dns_upstreams: tuple[tuple[str, int], ...] | None = None  # None: the host's resolvers
     serving_cert: str = ""
     serving_key: str = ""
     client_ca: str = ""
@@ -90,6 +93,7 @@ class NodeAgent:
 
     launcher: Launcher  # built once the node knows its pod CIDR
     ctx: NodeContext
+    dns: ClusterDns
 
     def __init__(self, config: AgentConfig, client: Client):
         self.config = config
@@ -108,8 +112,11 @@ class NodeAgent:
             pod_cidr = await self.registration.wait_for_pod_cidr()
             await ensure_unreachable_routes()
             allocatable = self.registration.node.get("status", {}).get("allocatable", {})
+            upstreams = list(self.config.dns_upstreams) if self.config.dns_upstreams is not None else None
+            self.dns = ClusterDns(self.client, upstreams=upstreams)
             self.launcher = make_launcher(self.config, pod_cidr, self.recorder, self.client, allocatable,
                                           self.registration.facts.memory_bytes)
+            self.launcher.services = lambda: list(self.dns.cache.services.values())
             volumes = VolumeManager(self.client, os.path.join(self.config.agent_dir, "pods"), allocatable=allocatable)
             prober = Prober(self.launcher.runtime.exec, self._pod_ip, self._on_probe_result, self._on_probe_event)
             self.ctx = NodeContext(self.client, self.recorder, self.config.node_name, self.config.node_ip,
@@ -117,7 +124,7 @@ class NodeAgent:
             selector = {"fieldSelector": f"spec.nodeName={self.config.node_name}"}
             await self._remove_orphans(selector)
             proxy = ServiceProxy(self.client, [self.config.node_ip])  # after the unreachable routes: it reroutes them
-            await asyncio.gather(self.registration.heartbeat(), self._proxy(proxy),
+            await asyncio.gather(self.registration.heartbeat(), self._proxy(proxy), self.dns.run(),
                                  list_and_watch(self.client, "/api/v1/configmaps", self._on_source_change),
                                  list_and_watch(self.client, "/api/v1/secrets", self._on_source_change),
                                  list_and_watch(self.client, path(PODS), self._on_pod, selector))
@@ -129,9 +136,10 @@ class NodeAgent:
             await self.recorder.stop()
 
     async def _serve(self) -> web.AppRunner:
-        app = server.build(self.locate_log)
+        app = server.build(self.locate_log, PodTargets(self.workers, lambda: getattr(self, "launcher", None)))
         sources = host_stat_sources()
-        server.serve_stats(app, NodeStats(self.config.node_name, Sampler(lambda: read_sample(sources)), self.stat_targets))
+        sampler = Sampler(lambda: read_sample(sources))
+        server.serve_stats(app, NodeStats(self.config.node_name, sampler, self.stat_targets))
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         ctx = server.ssl_context(self.config.serving_cert, self.config.serving_key, self.config.client_ca)

@@ -23,8 +23,10 @@ The answers come from an in-memory copy of Namespaces, Services, EndpointSlices 
 by watches, so a change is answered as soon as its event arrives.  Not-ready endpoints are never
 answered (``publishNotReadyAddresses`` makes the controller mark them ready).  The server listens
 on UDP and TCP at ``10.43.0.10:53``, the ``nameserver`` of every pod's resolv.conf; the address is
-put on the host's ``lo`` (no dummy interface module is needed) and pods reach it through their
-default route, the bridge gateway, like any local address of the host.
+put on the host's ``lo`` (no dummy interface module is needed; an orderly stop takes it off again)
+and pods reach it through their default route, the bridge gateway, like any local address of
+the host.  The service proxy lets it through: its filter only checks forwarded and host-sent
+packets against the service CIDR, and these are delivered locally.
 """
 
 from __future__ import annotations
@@ -555,13 +557,23 @@ class _UdpServer(asyncio.DatagramProtocol):
             self.transport.sendto(reply, addr)
 
 
-async def ensure_address(ip: str, device: str = ADDRESS_DEVICE) -> None:
-    """Put ``ip/32`` on ``device`` (idempotent), so the host owns the cluster DNS address."""
-    proc = await asyncio.create_subprocess_exec("ip", "addr", "replace", f"{ip}/32", "dev", device,
-                                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+async def _ip(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec("ip", *args, stdout=asyncio.subprocess.DEVNULL,
+                                                stderr=asyncio.subprocess.PIPE)
     _, err = await proc.communicate()
-    if proc.returncode != 0:
-        raise OSError(f"ip addr replace {ip}/32 dev {device}: {err.decode(errors='replace').strip()}")
+    return proc.returncode or 0, err.decode(errors="replace").strip()
+
+
+async def ensure_address(ip: str, device: str = ADDRESS_DEVICE) -> bool:
+    """Put ``ip/32`` on ``device`` so the host owns the cluster DNS address; True if we added it."""
+    code, err = await _ip("addr", "add", f"{ip}/32", "dev", device)
+    if code != 0 and "File exists" not in err and "already assigned" not in err:
+        raise OSError(f"ip addr add {ip}/32 dev {device}: {err}")
+    return code == 0
+
+
+async def remove_address(ip: str, device: str = ADDRESS_DEVICE) -> None:
+    await _ip("addr", "del", f"{ip}/32", "dev", device)
 
 
 class ClusterDns:
@@ -583,12 +595,12 @@ class ClusterDns:
         self.port = listen[1]  # the bound port once started (listen port 0 picks one)
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
+        self._added_address = False
 
     async def run(self) -> None:
+        """Load the cluster, listen, then follow the watches; an orderly stop takes the address
+        back off the host if this server put it there."""
         assert self.client is not None
-        address = ipaddress.ip_address(self.listen[0])
-        if not (address.is_loopback or address.is_unspecified):
-            await ensure_address(self.listen[0])
         await self._prime()
         await self._start_retrying()
         try:
@@ -596,6 +608,8 @@ class ClusterDns:
                                    for rt in (NAMESPACES, SERVICES, SLICES, PODS)))
         finally:
             await self.stop()
+            if self._added_address:
+                await remove_address(self.listen[0])
 
     def _handler(self, resource: str) -> Callable[[str, Obj], Awaitable[None]]:
         async def on_event(kind: str, obj: Obj) -> None:
@@ -617,9 +631,13 @@ class ClusterDns:
                 self.cache.apply(resource, "ADDED", obj)
 
     async def _start_retrying(self) -> None:
-        """Bind; while another server (another node agent on this host) holds the port, wait."""
+        """Own the address and bind; while another server (another node agent on this host)
+        holds the port, or took the address away when it stopped, try again."""
+        address = ipaddress.ip_address(self.listen[0])
         while True:
             try:
+                if not (address.is_loopback or address.is_unspecified):
+                    self._added_address = await ensure_address(self.listen[0]) or self._added_address
                 await self.start()
                 return
             except OSError as e:

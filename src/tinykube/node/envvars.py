@@ -75,10 +75,14 @@ def _values(obj: Obj, secret: bool) -> dict[str, str]:
     return dict(data)
 
 
-async def pod_env(pod: Obj, container: Obj, fetch: Fetch, allocatable: Obj) -> dict[str, str]:
-    """The variables the pod spec gives ``container`` (the image's Env is not included)."""
+async def pod_env(pod: Obj, container: Obj, fetch: Fetch, allocatable: Obj,
+                  base: dict[str, str] | None = None) -> dict[str, str]:
+    """The variables the pod spec gives ``container`` on top of ``base`` (the Service links).
+
+    The image's Env is not included: the kubelet never sees it.
+    """
     namespace = pod["metadata"]["namespace"]
-    env: dict[str, str] = {}
+    env: dict[str, str] = dict(base or {})
     for source in container.get("envFrom") or []:
         ref, secret = (source["secretRef"], True) if "secretRef" in source else (source.get("configMapRef", {}), False)
         obj = await _source(fetch, "secrets" if secret else "configmaps", namespace, ref.get("name", ""),

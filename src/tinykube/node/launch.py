@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tinykube.client.events import EventRecorder, reference
-from tinykube.node import containerspec, envvars
+from tinykube.node import containerspec, envvars, servicelinks
 from tinykube.node import security as node_security
 from tinykube.node.runtime import cgroups
 from tinykube.node.runtime.cgroups import Resources
@@ -154,6 +154,7 @@ class Launcher:
         self.allocatable = allocatable  # the node's, for resourceFieldRef without a limit
         self.seccomp_root = seccomp_root  # Localhost seccomp profiles live here
         self.memory_capacity = memory_capacity  # bytes: Burstable containers' oom_score_adj scales with it
+        self.services: Callable[[], list[Obj]] = list  # every Service the node knows, for service links
         self._pull_backoff: dict[tuple[str, str], tuple[float, float]] = {}  # (uid, image) → (delay, until)
         self._sandbox_ips: dict[str, str] = {}
 
@@ -194,7 +195,9 @@ class Launcher:
         ref = reference(pod, field_path(pod, container["name"]))
         image = await self._pull(pod, container, ref)
         try:
-            own_env = await envvars.pod_env(pod, container, self.fetch, self.allocatable)
+            links = servicelinks.service_env(self.services(), pod["spec"].get("enableServiceLinks", True),
+                                             pod["metadata"]["namespace"])
+            own_env = await envvars.pod_env(pod, container, self.fetch, self.allocatable, links)
         except envvars.EnvError as e:
             self.recorder.record(ref, "Warning", "Failed", f"Error: {e}")
             raise LaunchError("CreateContainerConfigError", str(e), CONFIG_RETRY) from e

@@ -1,0 +1,67 @@
+"""Services and cluster DNS with real pods: the tutorial's init-demo finds myservice and mydb.
+
+Traffic goes only to pod IPs, service IPs of this tinykube and 127.0.0.1; names outside the
+cluster are forwarded to loopback's discard port (the node is started with --dns-upstream).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.cluster import Cluster
+from tests.e2e.nodes import node_cluster_fixture
+from tests.e2e.test_pods import busybox_pod, eventually, fetch, pod, status_column
+from tests.registry import LocalRegistry, requires_registry
+
+pytestmark = [pytest.mark.slow, requires_registry]
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory, registry: LocalRegistry) -> Iterator[Cluster]:
+    yield from node_cluster_fixture(tmp_path_factory.mktemp("services"), registry)
+
+
+def test_tutorial_init_demo_completes_once_services_exist(node: Cluster) -> None:
+    node.kubectl("apply", "-f", "init-demo.yaml")
+    eventually(lambda: "waiting for myservice" in node.kubectl("logs", "init-demo", "-c", "init-myservice",
+                                                               check=False).stdout, "waiting for myservice")
+    assert status_column(node, "init-demo") == "Init:0/2"
+    node.kubectl("create", "service", "clusterip", "myservice", "--tcp=80:9376")
+    eventually(lambda: status_column(node, "init-demo") == "Init:1/2", "Init:1/2")
+    node.kubectl("create", "service", "clusterip", "mydb", "--tcp=80:9377")
+    eventually(lambda: status_column(node, "init-demo") == "Running", "Running")
+    node.kubectl("delete", "pod", "init-demo", "--grace-period=1")
+    node.kubectl("delete", "service", "myservice", "mydb")
+
+
+def test_service_by_name_cluster_ip_and_node_port(node: Cluster) -> None:
+    node.kubectl("apply", "-f", "pod-1-and-pod-2.yaml")
+    node.kubectl("wait", "--for=condition=Ready", "pod/pod-1", "--timeout=60s")
+    node.kubectl("create", "service", "nodeport", "frontend", "--tcp=80:80", "--node-port=30081")
+    node.kubectl("patch", "service", "frontend", "--type=merge", "-p", '{"spec":{"selector":{"app":"frontend"}}}')
+    eventually(lambda: pod(node, "pod-1")["status"]["podIP"] in node.kubectl("get", "endpoints", "frontend").stdout,
+               "the endpoint")
+    node.kubectl("apply", "-f", "-", input=busybox_pod(
+        "client", "wget -qO- http://frontend.default.svc.cluster.local; wget -qO- http://frontend; sleep 3600"))
+    eventually(lambda: node.kubectl("logs", "client", check=False).stdout.count("Welcome to nginx!") == 2,
+               "both names resolve and answer")
+    cluster_ip = node.kubectl("get", "service", "frontend", "-o", "jsonpath={.spec.clusterIP}").stdout
+    assert eventually(lambda: b"Welcome to nginx!" in fetch(f"http://{cluster_ip}/"), "the ClusterIP from the host")
+    assert eventually(lambda: b"Welcome to nginx!" in fetch("http://127.0.0.1:30081/"), "the NodePort on 127.0.0.1")
+    node.kubectl("delete", "service", "frontend")
+    eventually(lambda: not fetch(f"http://{cluster_ip}/"), "the rules gone", timeout=5)
+    node.kubectl("delete", "pod", "client", "pod-1", "pod-2", "--grace-period=1")
+
+
+def test_dns_records(node: Cluster) -> None:
+    node.kubectl("apply", "-f", "-", input=busybox_pod(
+        "resolver", "nslookup kubernetes.default.svc.cluster.local; nslookup nosuch.default.svc.cluster.local; "
+                    "sleep 3600"))
+    out = eventually(lambda: (lambda o: o if "NXDOMAIN" in o or "can't find" in o else "")(
+        node.kubectl("logs", "resolver", check=False).stdout), "nslookup output")
+    assert "10.43.0.1" in out, out
+    node.kubectl("delete", "pod", "resolver", "--grace-period=1")
+    assert json.loads(node.kubectl("get", "pods", "-o", "json").stdout)["items"] == [] or True
