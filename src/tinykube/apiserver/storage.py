@@ -175,6 +175,11 @@ class Storage:
             return obj
         if grace > 0 or pending:
             return await self._mark_deleted(rt, obj, revision, grace)
+        if rt.kind == "Pod" and obj.get("spec", {}).get("nodeName"):
+            # As the generic store: a bound pod deleted with grace 0 is first marked, so its node
+            # sees deletionTimestamp and deletionGracePeriodSeconds 0 and kills it at once.
+            obj = await self._mark_deleted(rt, obj, revision, 0)
+            revision = int(obj["metadata"]["resourceVersion"])
         return await self._remove(rt, obj, revision)
 
     async def _mark_deleted(self, rt: ResourceType, obj: dict[str, Any], revision: int, grace: int) -> dict[str, Any]:

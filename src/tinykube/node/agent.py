@@ -177,7 +177,7 @@ class NodeAgent:
         worker = self.workers.get(uid)
         if kind == "DELETED":
             if worker is not None:
-                worker.update(None)
+                worker.update(pod, deleted=True)
             return
         if worker is None:
             worker = self.workers[uid] = PodWorker(self.ctx, uid, pod)

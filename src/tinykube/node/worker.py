@@ -89,14 +89,16 @@ class PodWorker:
     _initialized: bool = False  # sticky once every init container is done (as the Initialized condition)
     _volumes: dict[str, VolumePath] | None = None  # set up once per pod
     _rejected: bool = False  # refused by node admission: nothing runs
+    _gone: bool = False  # the API object is already deleted: nothing to remove there
     _done: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def update(self, pod: Obj | None) -> None:
-        """The latest pod (None: it is gone from the API). Latest wins; a kill stays."""
-        if pod is None or pod["metadata"].get("deletionTimestamp"):
+    def update(self, pod: Obj | None, deleted: bool = False) -> None:
+        """The latest pod (``deleted``/None: it is gone from the API). Latest wins; a kill stays."""
+        if pod is None or deleted or pod["metadata"].get("deletionTimestamp"):
             self._killed = True
         if pod is not None:
             self.pod = pod
+        self._gone = self._gone or deleted
         self._wake.set()
 
     def wake(self) -> None:
@@ -169,7 +171,7 @@ class PodWorker:
             return
         if not self._initialized:
             await self._sync_init(pod)
-            if self._initialized:
+            if self._initialized and pod["spec"].get("initContainers"):
                 await self._write_status()  # PodInitializing: init done, app containers starting
         if self._initialized:
             sidecars = [c for c in pod["spec"].get("initContainers", []) if _init_kind(c) == "sidecar"]
@@ -442,7 +444,7 @@ class PodWorker:
             grace = min(await asyncio.gather(*(self._pre_stop(pod, r, grace) for r in running)))
         await self.ctx.launcher.teardown(self.uid, [r.runtime_id for r in self.records.values() if r.runtime_id], grace)
         await self.ctx.volumes.teardown(self.uid)
-        if pod is not None:
+        if pod is not None and not self._gone:
             await self._remove_object(pod)
 
     async def _pre_stop(self, pod: Obj, record: ContainerRecord, grace: int) -> int:

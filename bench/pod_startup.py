@@ -1,0 +1,371 @@
+"""Pod startup benchmark: create → Running through a watch, beside the runtime floor measured in the same run.
+
+Starts ``tinykube up`` (API server, scheduler, node IPAM and a real node agent in one process)
+with the local test registry as docker.io mirror, warms the node with one ``busybox:1.36`` pod
+(so the image is cached), and then measures, each seen through one pod watch opened before the
+first write (aiohttp with the admin client certificate, like ``bench/api.py``):
+
+* **create → Running**: from sending the POST to the first watch event with phase Running and
+  the container running; N sequential pods, each deleted (grace 0) before the next is created.
+* **delete → DELETED**: from sending DELETE (gracePeriodSeconds=0) to the DELETED event; and,
+  beside it, until the node has torn the sandbox down (its directory under the run dir is gone),
+  awaited in the background so that a slow teardown does not hold up the next pod.
+* **20 pods at once**: concurrent POSTs until every pod is Running (total ms).
+* **memory per pod**: PSS (``/proc/PID/smaps_rollup``) of the tinykube process plus every conmon
+  of this node, with 0 pods and with 20 running, the difference divided by 20.
+* **the runtime floor**: ``bench/floor.py``'s :func:`runtime_floor` (netns + CNI + conmon + runc
+  through tinykube's runtime, nothing above it), and tinykube's p50 over the floor's.
+
+Prints numbers beside their targets; never asserts.  Cleans up after itself even on failure:
+the cluster goes through ``stop_node_cluster`` and the registry is stopped by PID.
+
+    .venv/bin/python bench/pod_startup.py [-n 20] [--burst 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import ssl
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from floor import runtime_floor  # noqa: E402
+from tests.e2e.cluster import Cluster  # noqa: E402
+from tests.e2e.nodes import BRIDGE, start_node_cluster, stop_node_cluster  # noqa: E402
+from tests.hoststate import HostSnapshot, link_exists  # noqa: E402
+from tests.registry import LocalRegistry, build_test_images  # noqa: E402
+
+NS = "default"
+PODS = f"/api/v1/namespaces/{NS}/pods"
+IMAGE = "busybox:1.36"
+WAIT = 60.0  # seconds any one watch event may take before the run gives up
+TEARDOWN_WAIT = 120.0  # seconds for the node to tear a deleted pod down (its grace period included)
+SETTLE = 1.0  # seconds for memory to settle before PSS is read
+PODMAN_REFERENCE_MS = 260  # `podman kube play`, as measured on this machine per the issue
+
+Obj = dict[str, Any]
+Predicate = Callable[[str, Obj], bool]
+
+
+def pod(name: str) -> Obj:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "bench"}},
+            "spec": {"containers": [{"name": "main", "image": IMAGE, "command": ["sleep", "3600"]}]}}
+
+
+def pct(samples: list[float], q: float) -> float:
+    """The same nearest-rank convention as ``bench/api.py``: with 20 samples p99 is the maximum."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def running(name: str) -> Predicate:
+    """The first event of ``name`` with phase Running and every container running."""
+    def check(kind: str, obj: Obj) -> bool:
+        status = obj.get("status") or {}
+        containers = status.get("containerStatuses") or []
+        return (kind in ("ADDED", "MODIFIED") and obj["metadata"]["name"] == name and status.get("phase") == "Running"
+                and bool(containers) and all("running" in (c.get("state") or {}) for c in containers))
+    return check
+
+
+def deleted(name: str) -> Predicate:
+    return lambda kind, obj: kind == "DELETED" and obj["metadata"]["name"] == name
+
+
+# --- the API: an admin session and one pod watch ----------------------------------------------
+
+def admin_session(url: str, tls: Path) -> aiohttp.ClientSession:
+    ctx = ssl.create_default_context(cafile=str(tls / "ca.crt"))
+    ctx.load_cert_chain(str(tls / "admin.crt"), str(tls / "admin.key"))
+    ctx.check_hostname = False
+    return aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(ssl=ctx, limit=64))
+
+
+async def call(session: aiohttp.ClientSession, method: str, url: str, body: Obj | None = None) -> Obj:
+    async with session.request(method, url, data=orjson.dumps(body) if body is not None else None,
+                               headers={"Content-Type": "application/json", "Accept": "application/json"}) as r:
+        data = await r.read()
+        if r.status >= 400:
+            raise RuntimeError(f"{method} {url}: {r.status} {data[:300]!r}")
+        return orjson.loads(data)
+
+
+@dataclass
+class PodWatch:
+    """One watch on the namespace's pods; :meth:`expect` returns the arrival time of a matching event.
+
+    Expectations are registered before the write they wait for, so no event can slip past.
+    """
+
+    session: aiohttp.ClientSession
+    waiters: list[tuple[Predicate, asyncio.Future[float]]] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        version = (await call(self.session, "GET", PODS))["metadata"]["resourceVersion"]
+        self.task = asyncio.create_task(self._read(version))
+
+    async def _read(self, version: str) -> None:
+        """Follow the stream; reopen it from the last version seen if the server ends it."""
+        while True:
+            params = {"watch": "true", "resourceVersion": version, "allowWatchBookmarks": "true"}
+            async with self.session.get(PODS, params=params, timeout=aiohttp.ClientTimeout()) as stream:
+                async for line in stream.content:
+                    arrived = time.perf_counter()
+                    event = orjson.loads(line)
+                    if event["type"] == "ERROR":
+                        raise RuntimeError(f"watch failed: {event['object']}")
+                    version = event["object"]["metadata"]["resourceVersion"]
+                    self._deliver(event["type"], event["object"], arrived)
+
+    def _deliver(self, kind: str, obj: Obj, arrived: float) -> None:
+        for check, future in list(self.waiters):
+            if not future.done() and check(kind, obj):
+                future.set_result(arrived)
+                self.waiters.remove((check, future))
+
+    def expect(self, check: Predicate) -> asyncio.Future[float]:
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self.waiters.append((check, future))
+        return future
+
+    async def until(self, future: asyncio.Future[float]) -> float:
+        """The event's arrival time; fails at once if the watch itself died."""
+        assert self.task is not None
+        done, _ = await asyncio.wait([future, self.task], timeout=WAIT, return_when=asyncio.FIRST_COMPLETED)
+        if future in done:
+            return future.result()
+        if self.task in done:
+            self.task.result()
+        raise TimeoutError("no matching watch event within %.0f s" % WAIT)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+
+# --- the node: teardown and memory ------------------------------------------------------------
+
+@dataclass
+class Bench:
+    """One running node cluster as the benchmark drives it: the API through one session and one watch."""
+
+    session: aiohttp.ClientSession
+    watch: PodWatch
+    cluster: Cluster
+    run_dir: Path
+
+    async def create(self, name: str) -> tuple[float, str]:
+        """ms from sending the POST to the Running event, and the pod's uid."""
+        seen = self.watch.expect(running(name))
+        started = time.perf_counter()
+        created = await call(self.session, "POST", PODS, pod(name))
+        return (await self.watch.until(seen) - started) * 1000, created["metadata"]["uid"]
+
+    async def delete(self, name: str, uid: str) -> tuple[float, asyncio.Task[float]]:
+        """ms from sending DELETE (grace 0) to the DELETED event, and a task giving ms until the node's teardown.
+
+        The teardown is awaited in the background: it does not hold up the next pod.
+        """
+        gone = self.watch.expect(deleted(name))
+        started = time.perf_counter()
+        await call(self.session, "DELETE", f"{PODS}/{name}", {"gracePeriodSeconds": 0})
+        event_ms = (await self.watch.until(gone) - started) * 1000
+        return event_ms, asyncio.create_task(self.torn_down(uid, started))
+
+    async def torn_down(self, uid: str, since: float) -> float:
+        """ms from ``since`` until the pod's sandbox directory is gone (the agent removes it after the containers)."""
+        sandbox = self.run_dir / "sandboxes" / uid
+        deadline = time.monotonic() + TEARDOWN_WAIT
+        while sandbox.exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"sandbox of pod {uid} still there after {TEARDOWN_WAIT:.0f} s")
+            await asyncio.sleep(0.005)
+        return (time.perf_counter() - since) * 1000
+
+    def pss_mib(self) -> float:
+        """PSS of the tinykube process plus every conmon of this node's runc root."""
+        assert self.cluster.proc is not None
+        pids = [self.cluster.proc.pid, *conmons(self.run_dir / "runc")]
+        return sum(pss_kib(pid) for pid in pids) / 1024
+
+
+def conmons(runc_root: Path) -> Iterator[int]:
+    marker = f"--root={runc_root}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and os.path.basename(argv[0]) == b"conmon" and marker in argv:
+            yield int(entry.name)
+
+
+def pss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
+# --- the phases -------------------------------------------------------------------------------
+
+async def wait_node_ready(session: aiohttp.ClientSession) -> None:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        for node in (await call(session, "GET", "/api/v1/nodes"))["items"]:
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions", [])):
+                return
+        await asyncio.sleep(0.1)
+    raise TimeoutError("the node never became Ready")
+
+
+async def warm_up(bench: Bench) -> float:
+    """One pod that pulls the image (retried while the default ServiceAccount is not there yet)."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        try:
+            took, uid = await bench.create("warmup")
+            break
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+    _, teardown = await bench.delete("warmup", uid)
+    await teardown
+    return took
+
+
+async def sequential(bench: Bench, n: int) -> dict[str, list[float]]:
+    rows: dict[str, list[float]] = {"create": [], "delete": []}
+    teardowns = []
+    for i in range(n):
+        took, uid = await bench.create(f"seq-{i}")
+        event_ms, teardown = await bench.delete(f"seq-{i}", uid)
+        rows["create"].append(took)
+        rows["delete"].append(event_ms)
+        teardowns.append(teardown)
+        print(f"  seq-{i}: create -> Running {took:.1f} ms, delete -> DELETED {event_ms:.1f} ms", file=sys.stderr)
+    rows["teardown"] = list(await asyncio.gather(*teardowns))
+    return rows
+
+
+async def burst(bench: Bench, count: int) -> tuple[float, float, float]:
+    """(ms until all ``count`` pods Running, PSS MiB with 0 pods, PSS MiB with ``count`` running)."""
+    await asyncio.sleep(SETTLE)
+    idle = bench.pss_mib()
+    names = [f"burst-{i}" for i in range(count)]
+    seen = [bench.watch.expect(running(name)) for name in names]
+    started = time.perf_counter()
+    created = await asyncio.gather(*(call(bench.session, "POST", PODS, pod(name)) for name in names))
+    arrivals = [await bench.watch.until(f) for f in seen]
+    total = (max(arrivals) - started) * 1000
+    await asyncio.sleep(SETTLE)
+    busy = bench.pss_mib()
+    deletions = await asyncio.gather(*(bench.delete(name, c["metadata"]["uid"]) for name, c in zip(names, created)))
+    await asyncio.gather(*(teardown for _, teardown in deletions))
+    return total, idle, busy
+
+
+@contextlib.asynccontextmanager
+async def node_cluster(base: Path) -> AsyncIterator[Bench]:
+    """Registry + ``tinykube up`` + an admin session and pod watch; all gone afterwards, whatever happened.
+
+    The e2e suite's bridge must be free: a suite running meanwhile would lose it at our teardown.
+    """
+    if link_exists(BRIDGE):
+        raise SystemExit(f"bridge {BRIDGE} exists: an e2e run is in progress (or left it); not starting")
+    snapshot = HostSnapshot((BRIDGE,))
+    registry = LocalRegistry(base / "registry")
+    cluster: Cluster | None = None
+    run_dir: Path | None = None
+    session: aiohttp.ClientSession | None = None
+    watch: PodWatch | None = None
+    try:
+        registry.start().push(build_test_images())
+        cluster, run_dir = start_node_cluster(base / "node", registry)
+        session = admin_session(cluster.url, cluster.data_dir / "tls")
+        await wait_node_ready(session)
+        watch = PodWatch(session)
+        await watch.start()
+        yield Bench(session, watch, cluster, run_dir)
+    finally:
+        if watch is not None:
+            await watch.stop()
+        if session is not None:
+            await session.close()
+        if cluster is not None and run_dir is not None:
+            stop_node_cluster(cluster, run_dir)
+        registry.stop()
+        snapshot.restore()
+
+
+def row(label: str, samples: list[float], target: str) -> str:
+    return f"{label:<44} p50 {pct(samples, .5):7.1f} ms  p99 {pct(samples, .99):7.1f} ms   {target}"
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("-n", type=int, default=20, help="sequential pods (default %(default)s)")
+    parser.add_argument("--burst", type=int, default=20, help="pods applied at once (default %(default)s)")
+    parser.add_argument("--keep-log", type=Path, help="copy the tinykube log here before cleaning up")
+    args = parser.parse_args()
+    floor = await runtime_floor(args.n)
+    base = Path(tempfile.mkdtemp(prefix="tkpods", dir="/tmp"))
+    try:
+        async with node_cluster(base / "c") as bench:
+            first = await warm_up(bench)
+            print(f"  warm-up: {first:.1f} ms", file=sys.stderr)
+            seq = await sequential(bench, args.n)
+            total, idle, busy = await burst(bench, args.burst)
+    finally:
+        if args.keep_log:
+            for log in (base / "c" / "node").glob("server-*.log"):
+                shutil.copy(log, args.keep_log)
+        shutil.rmtree(base, ignore_errors=True)
+    report(args, floor, first, seq, total, idle, busy)
+
+
+def report(args: argparse.Namespace, floor: dict[str, list[float]], first: float, seq: dict[str, list[float]],
+           total: float, idle: float, busy: float) -> None:
+    n = args.n
+    print(f"pod startup, busybox:1.36 `sleep 3600`, image cached; N={n} sequential (p99 of {n} = max)")
+    print(f"{'warm-up pod (first pull of busybox:1.36)':<44} {first:7.1f} ms")
+    print(row("tinykube create -> Running (watch)", seq["create"], "target p50 <= 100 ms, p99 <= 200 ms"))
+    print(row("tinykube delete grace 0 -> DELETED (watch)", seq["delete"], "target <= 150 ms"))
+    print(row("  (until the node's teardown is done)", seq["teardown"], "(information: sandbox dir gone)"))
+    print(f"{f'tinykube {args.burst} pods at once -> all Running':<44} {total:7.1f} ms total"
+          f"{'':<24}target <= 1200 ms")
+    per_pod = (busy - idle) / args.burst
+    print(f"{'PSS tinykube + conmons':<44} {idle:7.1f} MiB with 0 pods, {busy:.1f} MiB with {args.burst}"
+          f" -> {per_pod:.2f} MiB per pod   target <= 1 MiB")
+    print(row("runtime floor (bench/floor.py runtime_floor)", floor["up"], "(baseline, same run)"))
+    print(row("  of which Sandboxes.create", floor["sandbox"], ""))
+    print(row("  of which Runtime.create_and_start", floor["create_and_start"], ""))
+    print(row("runtime floor pod down", floor["down"], ""))
+    ratio = pct(seq["create"], .5) / pct(floor["up"], .5)
+    print(f"tinykube p50 / floor p50: {ratio:.2f}x")
+    print(f"podman kube play reference (~{PODMAN_REFERENCE_MS} ms on this machine per the issue): "
+          "not measured in this run (podman is not installed)")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    asyncio.run(main())
