@@ -148,6 +148,8 @@ async def dispatch(request: web.Request, info: RequestInfo) -> web.StreamRespons
         return await tokenrequest.create(request, storage, request.app[TOKENS], info)
     if info.subresource == "log" and method == "GET":
         return await request.app[NODE_PROXY].logs(request, storage, info)
+    if info.subresource in ("exec", "attach", "portforward") and method in ("GET", "POST"):
+        return await request.app[NODE_PROXY].stream(request, storage, info)
     if info.subresource in ("", "status", "finalize"):
         if not info.name:
             return await _collection(request, storage, info)

@@ -39,11 +39,12 @@ class RequestMetrics:
         disable_created_metrics()  # the Go client exposes no ``_created`` series
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "apiserver_request_total", "[STABLE] Counter of apiserver requests broken out for each verb, dry run value, "
-            "group, version, resource, scope, component, and HTTP response code.", (*LABELS, "code"), registry=self.registry)
+            "apiserver_request_total", "[STABLE] Counter of apiserver requests broken out for each verb, dry run "
+            "value, group, version, resource, scope, component, and HTTP response code.", (*LABELS, "code"),
+            registry=self.registry)
         self.latency = Histogram(
-            "apiserver_request_duration_seconds", "[STABLE] Response latency distribution in seconds for each verb, dry "
-            "run value, group, version, resource, subresource, scope and component.", LABELS, buckets=BUCKETS,
+            "apiserver_request_duration_seconds", "[STABLE] Response latency distribution in seconds for each verb, "
+            "dry run value, group, version, resource, subresource, scope and component.", LABELS, buckets=BUCKETS,
             registry=self.registry)
 
     def observe(self, labels: dict[str, str], code: int, seconds: float) -> None:
@@ -88,7 +89,8 @@ def _dry_run(values: list[str]) -> str:
     return ",".join(sorted(set(values)))
 
 
-def request_labels(method: str, path: str, query: dict[str, str], dry_run: list[str], content_type: str) -> dict[str, str] | None:
+def request_labels(method: str, path: str, query: dict[str, str], dry_run: list[str],
+                   content_type: str) -> dict[str, str] | None:
     """The labels a request is counted under; None when upstream does not count it."""
     if path.startswith(_HEALTH):
         return dict(zip(LABELS, ("GET" if method in ("GET", "HEAD") else "other", "", "", "", "", path, "", "")))

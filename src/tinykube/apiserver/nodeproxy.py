@@ -1,26 +1,32 @@
-"""Proxying ``pods/log`` to the node agent that runs the pod, as kube-apiserver proxies to the kubelet.
+"""Proxying ``pods/log``, ``exec``, ``attach`` and ``portforward`` to the node agent that runs the pod.
 
-The pod and container are checked here (``pkg/registry/core/pod/strategy.go`` LogLocation); the
-node's address and port come from its Node status; the body streams through unchanged.  The API
-server authenticates to the agent with its kubelet-client certificate.
+As kube-apiserver proxies to the kubelet: the pod and container are checked here
+(``pkg/registry/core/pod/strategy.go`` LogLocation, ExecLocation, AttachLocation,
+PortForwardLocation); the node's address and port come from its Node status; a log body streams
+through unchanged and an upgraded stream is relayed byte for byte (:mod:`upgradeproxy`).  The
+API server authenticates to the agent with its kubelet-client certificate.
 """
 
 from __future__ import annotations
 
 import ssl
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 from aiohttp import web
+from multidict import MultiMapping
 
 from tinykube.api.errors import ApiError, bad_request
 from tinykube.api.registry import lookup
+from tinykube.apiserver import upgradeproxy
 from tinykube.apiserver.requests import RequestInfo
 from tinykube.apiserver.storage import Storage
 
 NODES = lookup("", "v1", "nodes")
 assert NODES is not None
 _LOG_PARAMS = ("follow", "previous", "timestamps", "tailLines", "sinceSeconds", "sinceTime", "limitBytes")
+_STREAM_FLAGS = ("stdin", "stdout", "stderr", "tty")
 
 
 class NodeProxy:
@@ -67,6 +73,23 @@ class NodeProxy:
         except aiohttp.ClientError as e:
             raise ApiError(500, "InternalError", f'Get "{url}": {e}') from None
 
+    async def stream(self, request: web.Request, storage: Storage, info: RequestInfo) -> web.StreamResponse:
+        """``exec``, ``attach`` or ``portforward``: checked here, then relayed to the node's kubelet path."""
+        pod, _ = await storage.get(info.rt, info.namespace, info.name)
+        if info.subresource == "portforward":
+            path = f"/portForward/{info.namespace}/{info.name}"
+        else:
+            container = pick_container(pod, request.query.get("container", ""))
+            path = f"/{info.subresource}/{info.namespace}/{info.name}/{container}"
+        node_name = pod["spec"].get("nodeName")
+        if not node_name:
+            raise bad_request(f"pod {info.name} does not have a host assigned")
+        node, _ = await storage.get(NODES, None, node_name)
+        url = urlsplit(node_url(node))
+        query = urlencode(stream_params(info.subresource, request.query), doseq=True)
+        return await upgradeproxy.relay(request, self._ssl, url.hostname or "", url.port or 10250,
+                                        f"{path}?{query}" if query else path)
+
 
 def node_url(node: dict[str, Any]) -> str:
     status = node.get("status", {})
@@ -89,3 +112,19 @@ def pick_container(pod: dict[str, Any], wanted: str) -> str:
     if wanted not in names:
         raise bad_request(f"container {wanted} is not valid for pod {name}")
     return wanted
+
+
+def stream_params(subresource: str, query: MultiMapping[str]) -> list[tuple[str, str]]:
+    """The kubelet's query for a stream (``streamParams``): flags as "1", each argv element, the ports."""
+    if subresource == "portforward":
+        ports = [p for value in query.getall("ports", []) for p in value.split(",") if p]
+        return [("port", ",".join(ports))] if ports else []
+    params = [(flag, "1") for flag in _STREAM_FLAGS if _flag(query.getall(flag, []))]
+    if subresource == "exec":
+        params += [("command", c) for c in query.getall("command", [])]
+    return params
+
+
+def _flag(values: list[str]) -> bool:
+    """A boolean query parameter as the apiserver converts it: present and not "0" or "false"."""
+    return bool(values) and values[0] != "0" and values[0].lower() != "false"

@@ -34,12 +34,18 @@ log = logging.getLogger(__name__)
 GROUP = "metrics.k8s.io"
 VERSION = "v1beta1"
 API_VERSION = f"{GROUP}/{VERSION}"
-PODS = lookup("", "v1", "pods")
-NODES = lookup("", "v1", "nodes")
-assert PODS is not None and NODES is not None
 SUMMARY_TIMEOUT = 5.0  # seconds a node may take to answer; a silent node just has no metrics
 
 Obj = dict[str, Any]
+
+
+def _core(resource: str) -> ResourceType:
+    rt = lookup("", "v1", resource)
+    assert rt is not None
+    return rt
+
+
+PODS, NODES = _core("pods"), _core("nodes")
 
 
 # ---- pure: summaries to metrics objects -------------------------------------------------------
@@ -148,14 +154,15 @@ async def _pods(request: web.Request, storage: Storage, proxy: NodeProxy, info: 
     else:
         pods = await _listed(request, storage, info, PODS)
     summaries = await _summaries(proxy, await _hosts(storage, pods))
-    return _answer("PodMetrics", pods_with_metrics(pods, summaries, _now()), info.name and f"{info.namespace}/{info.name}")
+    single = info.name and f"{info.namespace}/{info.name}"  # metrics-server's NotFound name
+    return _answer("PodMetrics", pods_with_metrics(pods, summaries, _now()), single)
 
 
 async def _nodes(request: web.Request, storage: Storage, proxy: NodeProxy, info: RequestInfo) -> web.Response:
     nodes = [await _node(storage, info.name)] if info.name else await _listed(request, storage, info, NODES)
     summaries = await _summaries(proxy, nodes)
     now = _now()
-    items = [node_metrics(n, summaries[n["metadata"]["name"]], now) for n in nodes if n["metadata"]["name"] in summaries]
+    items = [node_metrics(n, summaries[name], now) for n in nodes if (name := n["metadata"]["name"]) in summaries]
     return _answer("NodeMetrics", items, info.name)
 
 

@@ -18,6 +18,7 @@ import orjson
 from aiohttp import web
 
 from tinykube.api.errors import ApiError, bad_request
+from tinykube.node import streaming
 from tinykube.node.logs import LogOptions, read
 from tinykube.node.stats import NodeStats
 
@@ -72,11 +73,14 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-def build(locate: Locate) -> web.Application:
+def build(locate: Locate, targets: streaming.Targets | None = None) -> web.Application:
+    """The agent's routes; the streaming ones only with ``targets``."""
     app = web.Application()
     app[LOCATE] = locate
     app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", container_logs)
     app.router.add_get("/healthz", healthz)
+    if targets is not None:
+        streaming.add_routes(app, targets)
     return app
 
 

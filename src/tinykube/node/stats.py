@@ -177,53 +177,55 @@ def summary(node_name: str, pods: list[PodTarget], previous: Sample, latest: Sam
 
 _CONTAINER = ["container", "pod", "namespace"]
 _POD = ["pod", "namespace"]
+# name (counters without "_total", which the library appends): kind, help text, labels
+_COUNTER, _GAUGE = CounterMetricFamily, GaugeMetricFamily
+_FAMILIES: dict[str, tuple[type[CounterMetricFamily | GaugeMetricFamily], str, list[str]]] = {
+    "node_cpu_usage_seconds": (_COUNTER, "Cumulative cpu time consumed by the node in core-seconds", []),
+    "node_memory_working_set_bytes": (_GAUGE, "Current working set of the node in bytes", []),
+    "container_start_time_seconds": (_GAUGE, "Start time of the container since unix epoch in seconds", _CONTAINER),
+    "container_cpu_usage_seconds": (_COUNTER, "Cumulative cpu time consumed by the container in core-seconds",
+                                    _CONTAINER),
+    "container_memory_working_set_bytes": (_GAUGE, "Current working set of the container in bytes", _CONTAINER),
+    "pod_cpu_usage_seconds": (_COUNTER, "Cumulative cpu time consumed by the pod in core-seconds", _POD),
+    "pod_memory_working_set_bytes": (_GAUGE, "Current working set of the pod in bytes", _POD),
+    "resource_scrape_error": (_GAUGE, "1 if there was an error while getting container metrics, 0 otherwise", []),
+}
 
 
-def _help(text: str, stability: str = "STABLE") -> str:
-    """component-base prefixes every help text with the metric's stability level."""
-    return f"[{stability}] {text}"
+Families = dict[str, CounterMetricFamily | GaugeMetricFamily]
 
 
 class _ResourceCollector:
-    """The kubelet's resource metrics collector (``pkg/kubelet/metrics/collectors/resource_metrics.go``) over one sample."""
+    """The kubelet's resource metrics collector (``pkg/kubelet/metrics/collectors/resource_metrics.go``) of one sample.
+
+    Help texts carry component-base's ``[STABLE]`` prefix; samples carry the reading's timestamp.
+    """
 
     def __init__(self, pods: list[PodTarget], sample: Sample):
         self.pods = pods
         self.sample = sample
 
     def collect(self) -> list[Metric]:
-        s, ts = self.sample, self.sample.taken
-        node_cpu = CounterMetricFamily("node_cpu_usage_seconds", _help("Cumulative cpu time consumed by the node in core-seconds"))
-        node_cpu.add_metric([], s.node.cpu_ns / NANO, timestamp=ts)
-        node_memory = GaugeMetricFamily("node_memory_working_set_bytes", _help("Current working set of the node in bytes"))
-        node_memory.add_metric([], s.node.working_set_bytes, timestamp=ts)
-        started = GaugeMetricFamily("container_start_time_seconds",
-                                    _help("Start time of the container since unix epoch in seconds"), labels=_CONTAINER)
-        container_cpu = CounterMetricFamily("container_cpu_usage_seconds",
-                                            _help("Cumulative cpu time consumed by the container in core-seconds"), labels=_CONTAINER)
-        container_memory = GaugeMetricFamily("container_memory_working_set_bytes",
-                                             _help("Current working set of the container in bytes"), labels=_CONTAINER)
-        pod_cpu = CounterMetricFamily("pod_cpu_usage_seconds", _help("Cumulative cpu time consumed by the pod in core-seconds"),
-                                      labels=_POD)
-        pod_memory = GaugeMetricFamily("pod_memory_working_set_bytes", _help("Current working set of the pod in bytes"),
-                                       labels=_POD)
+        families: Families = {name: kind(name, f"[STABLE] {text}", labels=labels)
+                              for name, (kind, text, labels) in _FAMILIES.items()}
+        taken = self.sample.taken
+        _add_usage(families, "node", [], self.sample.node, taken)
         for pod in self.pods:
             for c in pod.containers:
                 labels = [c.name, pod.name, pod.namespace]
-                usage = s.cgroups.get((pod.uid, c.runtime_id))
                 if c.started_at:
-                    started.add_metric(labels, epoch(c.started_at))
-                if usage is not None:
-                    container_cpu.add_metric(labels, usage.cpu_ns / NANO, timestamp=ts)
-                    container_memory.add_metric(labels, usage.working_set_bytes, timestamp=ts)
-            usage = s.cgroups.get((pod.uid, ""))
-            if usage is not None:
-                pod_cpu.add_metric([pod.name, pod.namespace], usage.cpu_ns / NANO, timestamp=ts)
-                pod_memory.add_metric([pod.name, pod.namespace], usage.working_set_bytes, timestamp=ts)
-        errors = GaugeMetricFamily("resource_scrape_error",
-                                   _help("1 if there was an error while getting container metrics, 0 otherwise"), value=0)
-        families = [node_cpu, node_memory, started, container_cpu, container_memory, pod_cpu, pod_memory, errors]
-        return sorted(families, key=lambda m: m.name)  # as the Go client gathers them
+                    families["container_start_time_seconds"].add_metric(labels, epoch(c.started_at))
+                _add_usage(families, "container", labels, self.sample.cgroups.get((pod.uid, c.runtime_id)), taken)
+            _add_usage(families, "pod", [pod.name, pod.namespace], self.sample.cgroups.get((pod.uid, "")), taken)
+        families["resource_scrape_error"].add_metric([], 0)
+        return sorted(families.values(), key=lambda m: m.name)  # as the Go client gathers them
+
+
+def _add_usage(families: Families, prefix: str, labels: list[str], usage: Usage | None, taken: float) -> None:
+    """The CPU and memory samples of the node, a pod or a container; none without a reading."""
+    if usage is not None:
+        families[f"{prefix}_cpu_usage_seconds"].add_metric(labels, usage.cpu_ns / NANO, timestamp=taken)
+        families[f"{prefix}_memory_working_set_bytes"].add_metric(labels, usage.working_set_bytes, timestamp=taken)
 
 
 def resource_metrics(pods: list[PodTarget], sample: Sample) -> bytes:

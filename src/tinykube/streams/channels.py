@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from dataclasses import dataclass
 
 __all__ = ["CLOSE", "ERROR", "PROTOCOLS", "RESIZE", "STDERR", "STDIN", "STDOUT", "ChannelProtocol", "Close", "Message",
-           "decode", "encode"]
+           "SizeDecoder", "TerminalSize", "decode", "encode"]
 
 STDIN, STDOUT, STDERR, ERROR, RESIZE = 0, 1, 2, 3, 4
 CLOSE = 255  # v5: "the client will send no more on the channel that follows"
+MAX_SIZE_JSON = 4096  # bytes: a terminal size object is far smaller; more without one decoding is garbage
 
 
 @dataclass(frozen=True)
@@ -85,3 +87,48 @@ def decode(protocol: ChannelProtocol, message: bytes | str) -> Message | Close |
         return Message(raw[0] - ord("0"), base64.b64decode(raw[1:], validate=True))
     except binascii.Error:
         return None
+
+
+@dataclass(frozen=True)
+class TerminalSize:
+    width: int
+    height: int
+
+
+class SizeDecoder:
+    """Terminal sizes from the resize channel or stream: JSON objects one after another, in any chunks.
+
+    As Go's ``json.Decoder`` into ``remotecommand.TerminalSize``: keys match case-insensitively,
+    missing ones are 0; anything that is not JSON ends the stream (the kubelet stops reading).
+    """
+
+    def __init__(self) -> None:
+        self._buffer = ""
+        self._json = json.JSONDecoder()
+        self.broken = False
+
+    def feed(self, data: bytes) -> list[TerminalSize]:
+        if self.broken:
+            return []
+        self._buffer += data.decode(errors="replace")
+        sizes: list[TerminalSize] = []
+        while self._buffer.strip():
+            text = self._buffer.lstrip()
+            try:
+                value, end = self._json.raw_decode(text)
+            except json.JSONDecodeError:
+                # incomplete, unless it cannot be a size object or has grown past any size object
+                self.broken = not text.startswith("{") or len(text) > MAX_SIZE_JSON
+                return sizes
+            self._buffer = text[end:]
+            sizes.append(_size(value))
+        return sizes
+
+
+def _size(value: object) -> TerminalSize:
+    fields = {k.lower(): v for k, v in value.items()} if isinstance(value, dict) else {}
+    return TerminalSize(_uint16(fields.get("width")), _uint16(fields.get("height")))
+
+
+def _uint16(value: object) -> int:
+    return value if isinstance(value, int) and 0 <= value <= 0xFFFF else 0

@@ -272,7 +272,7 @@ def decode_headers(raw: bytes) -> HeaderBlock:
     """The uncompressed header block back to names and values (names lower-cased)."""
     try:
         count, = struct.unpack(">I", raw[:4])
-        pos, headers = 4, {}
+        pos, headers = 4, HeaderBlock()
         for _ in range(count):
             name, pos = _string(raw, pos)
             value, pos = _string(raw, pos)

@@ -35,13 +35,15 @@ class SpdyStream:
         self.conn = conn
         self.id = stream_id
         self.headers = headers
+        self.was_reset = False
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._eof = False  # the client sent FIN or RST_STREAM, or the connection ended
         self._discarding = False
         self._finished = False  # we sent FIN or RST_STREAM
-        self._changed = asyncio.Condition()
-        self.was_reset = False
+        self._readable = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
 
     def header(self, name: str) -> str:
         values = self.headers.get(name.lower(), [])
@@ -49,14 +51,13 @@ class SpdyStream:
 
     async def read(self) -> bytes:
         """The next bytes the client sent; b"" once it finished (FIN), reset, or the connection ended."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: bool(self._chunks) or self._eof)
-            if not self._chunks:
-                return b""
-            data = self._chunks.popleft()
-            self._buffered -= len(data)
-            self._changed.notify_all()
-            return data
+        await self._readable.wait()
+        if not self._chunks:
+            return b""
+        data = self._chunks.popleft()
+        self._buffered -= len(data)
+        self._update()
+        return data
 
     async def write(self, data: bytes) -> None:
         """Send ``data`` as DATA frames; a no-op once the stream or the connection ended."""
@@ -76,37 +77,51 @@ class SpdyStream:
         if not self._finished:
             self._finished = True
             await self.conn.send(spdy.RstStream(self.id, status))
-        await self.discard()
         self._eof = True
-        self._forget_when_done()
+        self.discard()
 
-    async def discard(self) -> None:
+    def discard(self) -> None:
         """Stop reading: what is buffered and what still arrives is dropped (no consumer is left)."""
-        async with self._changed:
-            self._discarding = True
-            self._chunks.clear()
-            self._buffered = 0
-            self._changed.notify_all()
+        self._discarding = True
+        self._chunks.clear()
+        self._buffered = 0
+        self._update()
 
     async def _deliver(self, data: bytes, fin: bool) -> None:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._buffered < INBOX_LIMIT or self._discarding)
-            if data and not self._discarding and not self._eof:
-                self._chunks.append(data)
-                self._buffered += len(data)
-            self._eof = self._eof or fin
-            self._changed.notify_all()
-        self._forget_when_done()
+        while not self._writable.is_set():
+            await self._writable.wait()
+        if data and not self._discarding and not self._eof:
+            self._chunks.append(data)
+            self._buffered += len(data)
+        self._eof = self._eof or fin
+        self._update()
 
-    async def _peer_reset(self) -> None:
+    def _end(self) -> None:
+        """The connection ended: what is buffered can still be read, then EOF."""
+        self._eof = True
+        self._update()
+
+    def _peer_reset(self) -> None:
         """The client reset the stream: nothing more goes either way."""
-        self.was_reset = self._finished = True
-        await self._deliver(b"", True)
-        await self.discard()
+        self.was_reset = self._finished = self._eof = True
+        self.discard()
+
+    def _update(self) -> None:
+        """Wake readers and the connection's reader as the inbox changes; forget a stream done both ways."""
+        _toggle(self._readable, bool(self._chunks) or self._eof)
+        _toggle(self._writable, self._buffered < INBOX_LIMIT or self._discarding)
+        self._forget_when_done()
 
     def _forget_when_done(self) -> None:
         if self._eof and self._finished:
             self.conn._streams.pop(self.id, None)
+
+
+def _toggle(event: asyncio.Event, on: bool) -> None:
+    if on:
+        event.set()
+    else:
+        event.clear()
 
 
 class SpdyConnection:
@@ -137,8 +152,8 @@ class SpdyConnection:
             log.debug("SPDY connection ended: %s", e)
         finally:
             self.closed.set()
-            for s in list(self._streams.values()):
-                await s._deliver(b"", True)
+            for stream in list(self._streams.values()):
+                stream._end()
 
     async def send(self, frame: spdy.Frame) -> None:
         """Write one frame; frames to a connection that ended are dropped."""
@@ -173,7 +188,7 @@ class SpdyConnection:
                     await stream._deliver(frame.data, frame.fin)
             case spdy.RstStream():
                 if (stream := self._streams.get(frame.stream_id)) is not None:
-                    await stream._peer_reset()
+                    stream._peer_reset()
             case spdy.Ping() if frame.id & 1:  # the client's (odd) pings are echoed
                 await self.send(frame)
             case spdy.GoAway():

@@ -49,8 +49,8 @@ class UpgradedConnection:
     """An HTTP connection after our ``101 Switching Protocols``: raw bytes both ways."""
 
     def __init__(self, request: web.Request, response: web.StreamResponse, reader: asyncio.StreamReader) -> None:
+        self.response = response  # what the handler returns to aiohttp once done
         self._request = request
-        self._response = response
         self._reader = reader
 
     async def read(self) -> bytes:
@@ -60,7 +60,7 @@ class UpgradedConnection:
             return b""
 
     async def write(self, data: bytes) -> None:
-        await self._response.write(data)
+        await self.response.write(data)
 
     async def close(self) -> None:
         transport = self._request.transport
@@ -95,6 +95,7 @@ class WebSocketBytes:
     """
 
     def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.response = ws
         self._ws = ws
 
     async def read(self) -> bytes:

@@ -3,7 +3,7 @@
 conmon (started with ``--socket-dir-path``) listens on a ``SOCK_SEQPACKET`` socket,
 ``SOCKETS/<id>/attach`` (a symlink to the bundle keeps the path short), and sends every client a
 copy of what the container writes, one packet per read, prefixed with a byte naming the pipe
-(1 stdout, 2 stderr).  What a client writes goes to the container's stdin (when conmon holds
+(conmon's ``stdpipe_t``: 2 stdout, 3 stderr).  What a client writes goes to the container's stdin (when conmon holds
 one, ``-i``); shutting down our write side closes it.  Resizes go to the bundle's ``ctl`` fifo as
 ``"1 HEIGHT WIDTH\\n"``.  This is CRI-O's ``AttachContainer`` (``internal/oci/runtime_oci.go``).
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 __all__ = ["Attachment", "STDERR", "STDOUT", "open_attachment"]
 
-STDOUT, STDERR = 1, 2
+STDOUT, STDERR = 2, 3  # conmon's STDOUT_PIPE and STDERR_PIPE (1 is STDIN_PIPE)
 BUFFER = 8192 + 1  # conmon's STDIO_BUF_SIZE plus the pipe byte
 RESIZE = 1  # the ctl fifo's message type for a terminal resize
 

@@ -38,7 +38,7 @@ import orjson
 
 from tinykube.node.runtime import records
 
-__all__ = ["Exec", "ExecResult", "Finished", "container_process", "process_spec", "read_chunks", "resize", "run", "start",
+__all__ = ["Exec", "ExecResult", "Finished", "container_process", "process_spec", "read_chunks", "run", "start",
            "stop", "write_all"]
 
 MAX_OUTPUT = 16 * 1024 * 1024  # bytes kept per stream; the CRI's ExecSync caps at the same (the rest is drained)
@@ -99,6 +99,14 @@ class Exec:
         fcntl.ioctl(self.pty, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
         with contextlib.suppress(ProcessLookupError):
             self.proc.send_signal(signal.SIGWINCH)
+
+    def started(self) -> bool:
+        """Whether the command runs (or ran): runc writes its pid file only once the exec succeeded."""
+        return (self.dir / "pid").exists()
+
+    def discard_files(self) -> None:
+        """Remove the scratch dir (process.json, pid, log) once the exec is over."""
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def kill(self) -> bool:
         """SIGKILL the exec'd process and its process group; False when there was no such process.
@@ -199,7 +207,7 @@ async def run(runc: str, root: Path, bundle: Path, id: str, spec: Json, *, stdin
         await asyncio.gather(feed, return_exceptions=True)
         _close(ex.stdin)
         out = await _gather_output(reads)
-        shutil.rmtree(ex.dir, ignore_errors=True)
+        ex.discard_files()
     if timed_out or error:
         return Finished(None, error, timed_out)
     return Finished(ExecResult(code, out[0], out[1] if len(out) > 1 else b""))
