@@ -44,9 +44,14 @@ def test_service_by_name_cluster_ip_and_node_port(node: Cluster) -> None:
     node.kubectl("patch", "service", "frontend", "--type=merge", "-p", '{"spec":{"selector":{"app":"frontend"}}}')
     eventually(lambda: pod(node, "pod-1")["status"]["podIP"] in node.kubectl("get", "endpoints", "frontend").stdout,
                "the endpoint")
-    node.kubectl("apply", "-f", "-", input=busybox_pod(
-        "client", "wget -qO- http://frontend.default.svc.cluster.local; wget -qO- http://frontend; sleep 3600"))
-    eventually(lambda: node.kubectl("logs", "client", check=False).stdout.count("Welcome to nginx!") == 2,
+    # The busybox stand-in is static: its wget cannot resolve names (static glibc has no NSS) and
+    # crashes on some lookups, so the pod resolves each name with busybox's own nslookup and sends
+    # the request with nc to the address it got.
+    fetch_by_name = ("for name in frontend.default.svc.cluster.local frontend; do "
+                     "ip=$(nslookup $name | sed -n 's/^Address: \\([0-9.]*\\)$/\\1/p' | tail -1); "
+                     "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc $ip 80; done; sleep 3600")
+    node.kubectl("apply", "-f", "-", input=busybox_pod("client", fetch_by_name))
+    eventually(lambda: node.kubectl("logs", "client", check=False).stdout.count("HTTP/1.1 200 OK") == 2,
                "both names resolve and answer")
     cluster_ip = node.kubectl("get", "service", "frontend", "-o", "jsonpath={.spec.clusterIP}").stdout
     assert eventually(lambda: b"Welcome to nginx!" in fetch(f"http://{cluster_ip}/"), "the ClusterIP from the host")
