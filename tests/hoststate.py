@@ -1,7 +1,8 @@
 """What tinykube changes on the host, put back after a test session that started from a clean host.
 
 The CNI bridge plugin turns on ip_forward and creates its bridge; portmap creates ``nat`` tables
-that its DEL leaves; the kubelet-style QoS parent cgroups stay after the last pod.  A snapshot
+that its DEL leaves; the kubelet-style QoS parent cgroups stay after the last pod; a node killed
+without an orderly stop leaves the cluster DNS address on lo.  A snapshot
 taken first lets teardown remove only what the session itself created.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from tinykube.node.runtime import cgroups
 
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+CLUSTER_DNS = "10.43.0.10"  # the cluster DNS address a node puts on lo
 
 
 def link_exists(name: str) -> bool:
@@ -24,6 +26,11 @@ def link_exists(name: str) -> bool:
 def nat_tables() -> set[str]:
     out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
     return {line.split()[1] for line in out.splitlines() if line.split()[2:] == ["nat"]}
+
+
+def has_dns_address() -> bool:
+    out = subprocess.run(["ip", "-4", "addr", "show", "dev", "lo"], capture_output=True, text=True).stdout
+    return f"{CLUSTER_DNS}/32" in out
 
 
 def qos_parents() -> set[Path]:
@@ -39,6 +46,7 @@ class HostSnapshot:
     had_bridges: set[str] = field(default_factory=set)
     had_tables: set[str] = field(default_factory=nat_tables)
     had_qos: set[Path] = field(default_factory=qos_parents)
+    had_dns: bool = field(default_factory=has_dns_address)
 
     def __post_init__(self) -> None:
         self.had_bridges = {b for b in self.bridges if link_exists(b)}
@@ -50,6 +58,8 @@ class HostSnapshot:
         IP_FORWARD.write_text(self.forward)
         for family in nat_tables() - self.had_tables:
             subprocess.run(["nft", "delete", "table", family, "nat"], check=False)
+        if not self.had_dns and has_dns_address():  # a node killed before its orderly stop leaves it
+            subprocess.run(["ip", "addr", "del", f"{CLUSTER_DNS}/32", "dev", "lo"], check=False)
         for path in qos_parents() - self.had_qos:
             for d in (path / "burstable", path / "besteffort", path):
                 with contextlib.suppress(OSError):  # still in use by someone else: leave it
