@@ -13,12 +13,29 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 TINYKUBE = [sys.executable, "-m", "tinykube.cli.main"]
+
+
+WAIT = 30.0  # seconds any single expectation in an e2e test may take
+
+
+def eventually(check: Callable[[], Any], what: str, timeout: float = WAIT, interval: float = 0.1) -> Any:
+    """Poll ``check`` until it returns something truthy (returned), or fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
 
 
 def free_port() -> int:

@@ -6,35 +6,19 @@ The controller is the one ``tinykube server`` runs; claims are applied with kube
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.cluster import Cluster
+from tests.e2e.cluster import Cluster, eventually
 
 pytestmark = pytest.mark.slow
-
-WAIT = 20.0  # seconds any single expectation may take to come true
-
 
 @pytest.fixture
 def storage(cluster: Cluster) -> Path:
     """The storage directory of the server's own provisioner."""
     return cluster.data_dir / "storage"
-
-
-def eventually(check: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + WAIT
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def get_json(cluster: Cluster, *args: str) -> Any:

@@ -10,21 +10,18 @@ import signal
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.e2e.cluster import EXAMPLES, Cluster
+from tests.e2e.cluster import EXAMPLES, Cluster, eventually
 from tests.e2e.nodes import node_cluster_fixture
 from tests.registry import LocalRegistry, requires_registry
 
 pytestmark = [pytest.mark.slow, requires_registry]
-
-WAIT = 30.0  # seconds any single expectation may take
-
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory, registry: LocalRegistry) -> Iterator[Cluster]:
@@ -33,17 +30,6 @@ def node(tmp_path_factory: pytest.TempPathFactory, registry: LocalRegistry) -> I
 
 def pod(node: Cluster, name: str, ns: str = "default") -> dict[str, Any]:
     return json.loads(node.kubectl("-n", ns, "get", "pod", name, "-o", "json").stdout)
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def fetch(url: str) -> bytes:

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.cluster import Cluster
+from tests.e2e.cluster import Cluster, eventually
 from tests.e2e.nodes import node_cluster_fixture
-from tests.e2e.test_pods import busybox_pod, eventually, fetch, pod, status_column
+from tests.e2e.test_pods import busybox_pod, fetch, pod, status_column
 from tests.registry import LocalRegistry, requires_registry
 
 pytestmark = [pytest.mark.slow, requires_registry]

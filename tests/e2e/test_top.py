@@ -7,12 +7,11 @@ import ssl
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.cluster import Cluster
+from tests.e2e.cluster import Cluster, eventually
 from tests.e2e.nodes import node_cluster_fixture
 from tests.registry import LocalRegistry, requires_registry
 
@@ -25,16 +24,6 @@ MIB = 1024 * 1024
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory, registry: LocalRegistry) -> Iterator[Cluster]:
     yield from node_cluster_fixture(tmp_path_factory.mktemp("top"), registry)
-
-
-def eventually(check: Callable[[], Any], what: str, deadline: float) -> Any:
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
 
 
 def start_pod(node: Cluster, name: str, script: str, restart: str = "Always") -> float:
@@ -65,16 +54,16 @@ def millicores(text: str) -> int:
 def test_top_pod_shows_memory_of_a_pod_holding_100_mib(node: Cluster) -> None:
     # dd's one 100 MiB block stays resident while the pipe to sleep (which never reads) is full
     started = start_pod(node, "hog", "dd if=/dev/zero bs=100M count=1 | sleep 3600")
-    found = eventually(lambda: rows(node, "pod", "hog").get("hog"), "metrics of hog", started + WAIT)
+    found = eventually(lambda: rows(node, "pod", "hog").get("hog"), "metrics of hog", started + WAIT - time.monotonic(), 0.5)
     cpu, memory = found
     assert millicores(cpu) < 500 and 95 <= mib(memory) <= 115, found
-    containers = eventually(lambda: rows(node, "pod", "--containers", "-l", "app=hog").get("hog"), "containers", started + WAIT)
+    containers = eventually(lambda: rows(node, "pod", "--containers", "-l", "app=hog").get("hog"), "containers", started + WAIT - time.monotonic(), 0.5)
     assert containers[0] == "main" and 95 <= mib(containers[2]) <= 115, containers
 
 
 def test_top_pod_shows_cpu_of_a_busy_pod(node: Cluster) -> None:
     started = start_pod(node, "burner", "while :; do :; done")
-    cpu, memory = eventually(lambda: rows(node, "pod", "-l", "test=top").get("burner"), "metrics of burner", started + WAIT)
+    cpu, memory = eventually(lambda: rows(node, "pod", "-l", "test=top").get("burner"), "metrics of burner", started + WAIT - time.monotonic(), 0.5)
     assert millicores(cpu) >= 200 and mib(memory) < 10
     listed = json.loads(node.kubectl("get", "--raw", "/apis/metrics.k8s.io/v1beta1/pods").stdout)
     [item] = [i for i in listed["items"] if i["metadata"]["name"] == "burner"]
@@ -92,7 +81,7 @@ def test_a_pod_without_metrics_is_not_found(node: Cluster) -> None:
 
 
 def test_top_node(node: Cluster) -> None:
-    found = eventually(lambda: rows(node, "node").get("node-1"), "metrics of node-1", time.monotonic() + WAIT)
+    found = eventually(lambda: rows(node, "node").get("node-1"), "metrics of node-1", WAIT, 0.5)
     cpu, cpu_percent, memory, memory_percent = found
     assert millicores(cpu) > 0 and cpu_percent.endswith("%") and mib(memory) > 10 and memory_percent.endswith("%")
 

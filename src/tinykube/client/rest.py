@@ -83,6 +83,15 @@ class Client:
     async def get(self, url: str, params: dict[str, str] | None = None) -> Any:
         return await self.request("GET", url, params=params)
 
+    async def get_or_none(self, url: str, params: dict[str, str] | None = None) -> Any:
+        """The object at ``url``, or None when it does not exist (404)."""
+        try:
+            return await self.get(url, params)
+        except ApiError as e:
+            if e.code == 404:
+                return None
+            raise
+
     async def create(self, url: str, obj: dict[str, Any]) -> Any:
         return await self.request("POST", url, obj)
 

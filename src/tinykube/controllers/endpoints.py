@@ -831,13 +831,8 @@ class EndpointsController:
         return [pod for pod in self.pods.values() if selects(service, pod)]
 
     async def _get(self, url: str) -> Obj | None:
-        try:
-            obj: Obj = await self.client.get(url)
-            return obj
-        except ApiError as e:
-            if e.code == 404:
-                return None
-            raise
+        obj: Obj | None = await self.client.get_or_none(url)
+        return obj
 
     async def _delete(self, url: str) -> None:
         try:

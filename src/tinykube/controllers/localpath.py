@@ -275,13 +275,8 @@ class LocalPathController:
             await self.sync_volume(name)
 
     async def _get(self, url: str) -> Obj | None:
-        try:
-            obj: Obj = await self.client.get(url)
-            return obj
-        except ApiError as e:
-            if e.code == 404:
-                return None
-            raise
+        obj: Obj | None = await self.client.get_or_none(url)
+        return obj
 
     # --- claims --------------------------------------------------------------------------------
 

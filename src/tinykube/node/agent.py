@@ -79,12 +79,7 @@ def make_launcher(config: AgentConfig, pod_cidr: str, recorder: EventRecorder, c
 def _fetcher(client: Client) -> Any:
     """Read a namespaced object through the API; None when it does not exist."""
     async def fetch(resource: str, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return await client.get(f"/api/v1/namespaces/{namespace}/{resource}/{name}")  # type: ignore[no-any-return]
-        except ApiError as e:
-            if e.code == 404:
-                return None
-            raise
+        return await client.get_or_none(f"/api/v1/namespaces/{namespace}/{resource}/{name}")  # type: ignore[no-any-return]
     return fetch
 
 
