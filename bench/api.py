@@ -43,8 +43,15 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), ssl_context=ctx, print
 
 
 def pod(name: str) -> dict:
+    """A pod bound to a node that does not exist: the API is measured, not the scheduler.
+
+    Unbound pods on a cluster without nodes make the in-process scheduler write a FailedScheduling
+    status and event for each one, which triples the writes per create (measured: 234/s unbound
+    vs 712/s bound, 1 client).
+    """
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "bench"}},
-            "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "10m"}}}]}}
+            "spec": {"nodeName": "bench-node",
+                     "containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "10m"}}}]}}
 
 
 def pct(samples: list[float], q: float) -> float:

@@ -317,3 +317,25 @@ def test_port_forward_to_a_closed_port_reports_the_error(node: Cluster) -> None:
                      rb'failed to connect to localhost:81 inside namespace \\?"[-0-9a-f]+\\?": dial tcp4 127.0.0.1:81: '
                      rb"connect: connection refused", err), err
     assert err.rstrip().endswith(b"error: lost connection to pod")
+
+
+def test_attach_sends_stdin_to_the_main_process(node: Cluster) -> None:
+    manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "listener"},
+                "spec": {"terminationGracePeriodSeconds": 1, "containers": [
+                    {"name": "main", "image": "busybox:1.36", "stdin": True,
+                     "command": ["sh", "-c", "while read line; do echo got $line; done"]}]}}
+    node.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    node.kubectl("wait", "--for=condition=Ready", "pod/listener", "--timeout=60s")
+    attached = subprocess.Popen(["kubectl", "attach", "-i", "listener"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=node.env())
+    try:
+        attached.stdin.write(b"hello\n")  # type: ignore[union-attr]
+        attached.stdin.flush()  # type: ignore[union-attr]
+        deadline = time.monotonic() + 20
+        while "got hello" not in node.kubectl("logs", "listener").stdout:
+            assert time.monotonic() < deadline, "stdin never reached the container"
+            time.sleep(0.2)
+    finally:
+        attached.kill()
+        attached.communicate()
+    node.kubectl("delete", "pod", "listener")

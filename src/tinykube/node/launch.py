@@ -273,7 +273,8 @@ class Launcher:
             id=runtime_id, pod_uid=uid, name=container["name"], args=args,
             log_path=os.path.join(log_dir, f"{attempt}.log"), rootfs_layers=list(reversed(image.layers)),
             env=[f"{k}={v}" for k, v in env.items()], cwd=container.get("workingDir") or config.working_dir or "/",
-            sandbox=sandbox, **vars(security),
+            sandbox=sandbox, **vars(security), stdin=bool(container.get("stdin")),
+            stdin_once=bool(container.get("stdinOnce")),
             oom_score_adj=node_security.oom_score_adj(pod, container, self.memory_capacity),
             mounts=sandbox.mounts() + container_mounts(container, volumes, own_env)
             + [termination_mount(pod, container, attempt)],

@@ -450,7 +450,7 @@ class PodWorker:
     async def _pre_stop(self, pod: Obj, record: ContainerRecord, grace: int) -> int:
         """Run a container's preStop hook within the grace period; the grace left for the stop."""
         container = next((c for c in pod["spec"]["containers"] if c["name"] == record.observed.name), None)
-        if container is None:
+        if container is None or not (container.get("lifecycle") or {}).get("preStop"):
             return grace
         left, result = await hooks.pre_stop(pod, container, record.runtime_id, self.ctx.launcher.runtime.exec,
                                             self._pod_ip, grace)

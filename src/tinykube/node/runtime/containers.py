@@ -296,6 +296,8 @@ class Runtime:
                 "-p", str(bundle / "pid"), "-P", str(bundle / "conmon.pid"), "-l", f"k8s-file:{spec.log_path}",
                 "--exit-dir", str(self.exits), "--persist-dir", str(bundle / "persist"),
                 "--socket-dir-path", str(self.sockets), "--log-level", "error"]
+        if spec.stdin:
+            args += ["-i"] if spec.stdin_once else ["-i", "--leave-stdin-open"]
         return args + (["-t"] if spec.tty else [])
 
     async def _run_runc(self, *args: str) -> None:

@@ -83,6 +83,8 @@ class ContainerSpec:
     cgroup_path: str = ""  # cgroups.container_cgroup(...)
     resources: Resources | None = None
     tty: bool = False
+    stdin: bool = False  # keep the process's stdin open for `kubectl attach -i` (conmon -i)
+    stdin_once: bool = False  # close it after the first attached client detaches
     readonly_rootfs: bool = False
     capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
     no_new_privileges: bool = False  # Kubernetes' allowPrivilegeEscalation defaults to true
