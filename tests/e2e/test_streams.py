@@ -11,6 +11,7 @@ import base64
 import fcntl
 import hashlib
 import json
+import pty
 import os
 import re
 import select
@@ -339,3 +340,27 @@ def test_attach_sends_stdin_to_the_main_process(node: Cluster) -> None:
         attached.kill()
         attached.communicate()
     node.kubectl("delete", "pod", "listener")
+
+
+def test_attach_to_a_tty_container(node: Cluster) -> None:
+    manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "term"},
+                "spec": {"terminationGracePeriodSeconds": 1, "containers": [
+                    {"name": "main", "image": "busybox:1.36", "stdin": True, "tty": True, "command": ["sh"]}]}}
+    node.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    node.kubectl("wait", "--for=condition=Ready", "pod/term", "--timeout=60s")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child becomes kubectl on a terminal of its own
+        os.execvpe("kubectl", ["kubectl", "attach", "-it", "term"], node.env())
+    try:
+        time.sleep(2)
+        os.write(fd, b"echo hi-$((1+2))\r")
+        out, deadline = b"", time.monotonic() + 10
+        while b"hi-3" not in out and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.5)[0]:
+                out += os.read(fd, 4096)
+        assert b"hi-3" in out, out
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(fd)
+    node.kubectl("delete", "pod", "term")

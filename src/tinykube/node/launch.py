@@ -273,7 +273,7 @@ class Launcher:
             id=runtime_id, pod_uid=uid, name=container["name"], args=args,
             log_path=os.path.join(log_dir, f"{attempt}.log"), rootfs_layers=list(reversed(image.layers)),
             env=[f"{k}={v}" for k, v in env.items()], cwd=container.get("workingDir") or config.working_dir or "/",
-            sandbox=sandbox, **vars(security), stdin=bool(container.get("stdin")),
+            sandbox=sandbox, **vars(security), stdin=bool(container.get("stdin")), tty=bool(container.get("tty")),
             stdin_once=bool(container.get("stdinOnce")),
             oom_score_adj=node_security.oom_score_adj(pod, container, self.memory_capacity),
             mounts=sandbox.mounts() + container_mounts(container, volumes, own_env)
