@@ -11,8 +11,8 @@ import base64
 import fcntl
 import hashlib
 import json
-import pty
 import os
+import pty
 import re
 import select
 import signal

@@ -23,6 +23,8 @@ from typing import Any
 
 import orjson
 
+from tinykube.node.runtime import proc
+
 CNI_VERSION = "1.0.0"  # what the Debian plugins (1.1.1) speak
 POD_IFNAME = "eth0"
 
@@ -166,13 +168,10 @@ async def _invoke(bin_dir: Path, command: str, conf: Json, p: NetworkPlan, ifnam
     """Run one plugin; its JSON stdout is the result (ADD) or the error (non-zero exit)."""
     env = {**os.environ, "CNI_COMMAND": command, "CNI_CONTAINERID": p.container_id, "CNI_NETNS": p.netns,
            "CNI_IFNAME": ifname, "CNI_PATH": str(bin_dir)}
-    proc = await asyncio.create_subprocess_exec(
-        str(bin_dir / conf["type"]), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=env)
-    out, err = await proc.communicate(orjson.dumps(conf))
-    if proc.returncode != 0:
-        raise _error(conf["type"], command, out, err)
-    return orjson.loads(out) if out.strip() else {}
+    done = await proc.run(str(bin_dir / conf["type"]), input=orjson.dumps(conf), env=env)
+    if done.returncode != 0:
+        raise _error(conf["type"], command, done.stdout, done.stderr)
+    return orjson.loads(done.stdout) if done.stdout.strip() else {}
 
 
 def _error(plugin: str, command: str, out: bytes, err: bytes) -> CniError:

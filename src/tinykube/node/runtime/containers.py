@@ -34,7 +34,7 @@ from typing import BinaryIO, Literal
 
 import orjson
 
-from tinykube.node.runtime import cgroups, execs, mounts, records
+from tinykube.node.runtime import cgroups, execs, mounts, proc, records
 from tinykube.node.runtime.cgroups import Resources
 from tinykube.node.runtime.execs import ExecResult
 from tinykube.node.runtime.oci import ContainerSpec, Mount, PodNamespaces, build_config
@@ -301,12 +301,9 @@ class Runtime:
         return args + (["-t"] if spec.tty else [])
 
     async def _run_runc(self, *args: str) -> None:
-        proc = await asyncio.create_subprocess_exec(
-            self.runc, "--root", str(self.runc_root), *args, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-        _, err = await proc.communicate()
-        if proc.returncode != 0:
-            raise ContainerError(f"runc {args[0]}: {err.decode(errors='replace').strip()}")
+        done = await proc.run(self.runc, "--root", str(self.runc_root), *args)
+        if done.returncode != 0:
+            raise ContainerError(f"runc {args[0]}: {done.stderr.decode(errors='replace').strip()}")
 
     async def _kill(self, id: str, sig: int) -> None:
         """``runc kill``; a container that exited meanwhile is not an error."""

@@ -19,14 +19,13 @@ any point, and :meth:`Sandboxes.list` rebuilds the set after an agent restart::
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tinykube.node.runtime import cni, mounts, records
+from tinykube.node.runtime import cni, mounts, proc, records
 from tinykube.node.runtime.cni import CniConfig, NetworkPlan, PortMapping
 from tinykube.node.runtime.oci import Mount
 
@@ -204,9 +203,6 @@ async def _pin_namespaces(d: Path, hostname: str) -> None:
 
 
 async def _run(*args: str, stdin: bytes | None = None) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        *args, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    _, err = await proc.communicate(stdin)
-    if proc.returncode != 0:
-        raise SandboxError(f"{args[0]}: {err.decode(errors='replace').strip()}")
+    done = await proc.run(*args, input=stdin)
+    if done.returncode != 0:
+        raise SandboxError(f"{args[0]}: {done.stderr.decode(errors='replace').strip()}")
