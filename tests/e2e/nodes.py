@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,17 +40,32 @@ def start_node_cluster(base: Path, registry: LocalRegistry) -> tuple[Cluster, Pa
 
 def stop_node_cluster(cluster: Cluster, run_dir: Path) -> None:
     """Everything goes, even after a failed test or a crashed agent."""
+    uids: set[str] = set()
     try:
         if cluster.proc is not None and cluster.proc.poll() is None:
+            listed = cluster.kubectl("get", "pods", "-A", "-o", "jsonpath={.items[*].metadata.uid}", check=False)
+            uids = set(listed.stdout.split())
             cluster.kubectl("delete", "pods", "--all", "-A", "--grace-period=0", "--force", "--timeout=60s", check=False)
+            _wait_torn_down(run_dir)
     finally:
         cluster.stop()
-        _remove_leftovers(run_dir, cluster.data_dir)
+        _remove_leftovers(run_dir, cluster.data_dir, uids)
 
 
-def _remove_leftovers(run_dir: Path, data_dir: Path) -> None:
+def _sandboxes(run_dir: Path) -> set[str]:
     sandboxes = run_dir / "sandboxes"
-    ours = {d.name for d in sandboxes.iterdir() if d.is_dir()} if sandboxes.exists() else set()
+    return {d.name for d in sandboxes.iterdir() if d.is_dir()} if sandboxes.exists() else set()
+
+
+def _wait_torn_down(run_dir: Path, timeout: float = 20.0) -> None:
+    """A forced delete returns at once; give the agent time to tear the pods down before it stops."""
+    deadline = time.monotonic() + timeout
+    while _sandboxes(run_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _remove_leftovers(run_dir: Path, data_dir: Path, uids: set[str]) -> None:
+    ours = _sandboxes(run_dir) | uids
     runc_root = run_dir / "runc"
     if runc_root.exists():
         listed = subprocess.run(["runc", "--root", str(runc_root), "list", "-q"], capture_output=True, text=True)
@@ -68,6 +84,9 @@ def _remove_leftovers(run_dir: Path, data_dir: Path) -> None:
     for pod in cgroups.list_pod_cgroups():
         if pod.uid in ours:
             cgroups.remove_pod_cgroup(pod.uid)
+    for uid in ours:
+        for log_dir in Path("/var/log/pods").glob(f"*_{uid}"):
+            shutil.rmtree(log_dir, ignore_errors=True)
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
