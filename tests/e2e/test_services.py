@@ -7,6 +7,7 @@ cluster are forwarded to loopback's discard port (the node is started with --dns
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -70,3 +71,30 @@ def test_dns_records(node: Cluster) -> None:
     assert "10.43.0.1" in out, out
     node.kubectl("delete", "pod", "resolver", "--grace-period=1")
     assert json.loads(node.kubectl("get", "pods", "-o", "json").stdout)["items"] == [] or True
+
+
+def _backend(name: str) -> str:
+    manifest = json.loads(busybox_pod(name, "mkdir -p /www; hostname > /www/index.html; touch /tmp/ready; "
+                                            "httpd -f -p 80 -h /www"))
+    manifest["metadata"]["labels"] = {"app": "be"}
+    manifest["spec"]["containers"][0]["readinessProbe"] = {"exec": {"command": ["test", "-f", "/tmp/ready"]},
+                                                           "periodSeconds": 1, "failureThreshold": 1}
+    return json.dumps(manifest)
+
+
+def test_traffic_spreads_and_follows_readiness(node: Cluster) -> None:
+    node.kubectl("apply", "-f", "-", input=_backend("be-0"))
+    node.kubectl("apply", "-f", "-", input=_backend("be-1"))
+    node.kubectl("wait", "--for=condition=Ready", "pod/be-0", "pod/be-1", "--timeout=60s")
+    node.kubectl("create", "service", "clusterip", "be", "--tcp=80:80")
+    ip = node.kubectl("get", "service", "be", "-o", "jsonpath={.spec.clusterIP}").stdout
+    eventually(lambda: fetch(f"http://{ip}/"), "the service to answer")
+    seen = {fetch(f"http://{ip}/").strip() for _ in range(100)}
+    assert seen == {b"be-0", b"be-1"}, seen
+    node.kubectl("exec", "be-1", "--", "rm", "/tmp/ready")
+    started = time.monotonic()
+    eventually(lambda: all(fetch(f"http://{ip}/").strip() == b"be-0" for _ in range(20)), "be-1 out of rotation",
+               timeout=10)
+    print(f"be-1 out of rotation {time.monotonic() - started:.2f} s after its readiness probe began failing")
+    node.kubectl("delete", "service", "be")
+    node.kubectl("delete", "pod", "be-0", "be-1", "--grace-period=1")
