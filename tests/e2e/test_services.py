@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.cluster import Cluster, eventually
-from tests.e2e.nodes import node_cluster_fixture
+from tests.e2e.nodes import NO_UPSTREAM, node_cluster_fixture
 from tests.e2e.test_pods import busybox_pod, fetch, pod, status_column
 from tests.registry import LocalRegistry, requires_registry
 
@@ -98,3 +98,60 @@ def test_traffic_spreads_and_follows_readiness(node: Cluster) -> None:
     print(f"be-1 out of rotation {time.monotonic() - started:.2f} s after its readiness probe began failing")
     node.kubectl("delete", "service", "be")
     node.kubectl("delete", "pod", "be-0", "be-1", "--grace-period=1")
+
+
+class _Upstream:
+    """A DNS server on the node's configured upstream (127.0.0.1:9) answering one outside name."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        from dnslib import QTYPE, RR, A, DNSRecord  # type: ignore[import-untyped]
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        host, port = NO_UPSTREAM.split(":")
+        self.sock.bind((host, int(port)))
+
+        def serve() -> None:
+            while True:
+                try:
+                    data, peer = self.sock.recvfrom(4096)
+                except OSError:
+                    return
+                request = DNSRecord.parse(data)
+                reply = request.reply()
+                if str(request.q.qname) == "outside.example." and request.q.qtype == QTYPE.A:
+                    reply.add_answer(RR("outside.example.", QTYPE.A, rdata=A("192.0.2.123"), ttl=5))
+                self.sock.sendto(reply.pack(), peer)
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_dns_headless_srv_forwarding_and_removal(node: Cluster) -> None:
+    upstream = _Upstream()
+    try:
+        node.kubectl("apply", "-f", "-", input=_backend("hl-0"))
+        node.kubectl("wait", "--for=condition=Ready", "pod/hl-0", "--timeout=60s")
+        pod_ip = pod(node, "hl-0")["status"]["podIP"]
+        headless = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "hl"},
+                    "spec": {"clusterIP": "None", "selector": {"app": "be"}, "ports": [{"name": "http", "port": 80}]}}
+        node.kubectl("apply", "-f", "-", input=json.dumps(headless))
+        script = ("sleep 2; nslookup hl.default.svc.cluster.local; "
+                  "nslookup -type=srv _http._tcp.hl.default.svc.cluster.local; nslookup outside.example; sleep 3600")
+        node.kubectl("apply", "-f", "-", input=busybox_pod("asker", script))
+        out = eventually(lambda: (lambda o: o if "outside.example" in o and "192.0.2.123" in o else "")(
+            node.kubectl("logs", "asker", check=False).stdout), "the three lookups")
+        assert f"Address: {pod_ip}" in out, out
+        assert "_http._tcp.hl.default.svc.cluster.local" in out and "service = " in out, out
+        node.kubectl("delete", "service", "hl")
+        node.kubectl("exec", "asker", "--", "sh", "-c", "sleep 2; nslookup hl.default.svc.cluster.local > /tmp/gone 2>&1; "
+                                                        "cat /tmp/gone", check=False)
+        gone = node.kubectl("exec", "asker", "--", "cat", "/tmp/gone").stdout
+        assert "NXDOMAIN" in gone or "can't find" in gone, gone
+    finally:
+        upstream.close()
+        node.kubectl("delete", "pod", "asker", "hl-0", "--grace-period=1", check=False)

@@ -134,11 +134,46 @@ def pod_domain(pod: Obj) -> str:
     return f"{subdomain}.{pod['metadata']['namespace']}.svc.{CLUSTER_DOMAIN}" if subdomain else ""
 
 
-def dns_config(pod: Obj) -> DnsConfig:
-    """resolv.conf for ClusterFirst (the default): cluster DNS and the search path of the namespace."""
-    ns = pod["metadata"]["namespace"]
-    searches = [f"{ns}.svc.{CLUSTER_DOMAIN}", f"svc.{CLUSTER_DOMAIN}", CLUSTER_DOMAIN]
-    return DnsConfig(nameservers=[CLUSTER_DNS], searches=searches, options=["ndots:5"])
+def host_dns(text: str) -> DnsConfig:
+    """The host's resolv.conf (dnsPolicy Default): nameservers, search and options."""
+    servers: list[str] = []
+    searches: list[str] = []
+    options: list[str] = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) > 1 and fields[0] == "nameserver":
+            servers.append(fields[1])
+        elif fields and fields[0] in ("search", "domain"):
+            searches = fields[1:]
+        elif fields and fields[0] == "options":
+            options += fields[1:]
+    return DnsConfig(servers, searches, options)
+
+
+def dns_config(pod: Obj, host_resolv: str = "") -> DnsConfig:
+    """resolv.conf by dnsPolicy, then merged with dnsConfig, as the kubelet's dns configurer does.
+
+    ClusterFirst (the default, also for ClusterFirstWithHostNet): the cluster DNS and the namespace's
+    search path with ndots:5; Default: the host's; None: dnsConfig alone.  dnsConfig appends
+    nameservers and searches (without duplicates) and overrides options by name.
+    """
+    spec = pod["spec"]
+    policy = spec.get("dnsPolicy", "ClusterFirst")
+    if policy == "None":
+        base = DnsConfig()
+    elif policy == "Default":
+        base = host_dns(host_resolv)
+    else:
+        ns = pod["metadata"]["namespace"]
+        base = DnsConfig([CLUSTER_DNS], [f"{ns}.svc.{CLUSTER_DOMAIN}", f"svc.{CLUSTER_DOMAIN}", CLUSTER_DOMAIN],
+                         ["ndots:5"])
+    extra = spec.get("dnsConfig") or {}
+    servers = base.nameservers + [n for n in extra.get("nameservers") or [] if n not in base.nameservers]
+    searches = base.searches + [d for d in extra.get("searches") or [] if d not in base.searches]
+    options = {o.split(":")[0]: o for o in base.options}
+    for option in extra.get("options") or []:
+        options[option["name"]] = f"{option['name']}:{option['value']}" if option.get("value") else option["name"]
+    return DnsConfig(servers, searches, list(options.values()))
 
 
 class Launcher:
@@ -165,7 +200,7 @@ class Launcher:
             return self._sandbox_ips[uid]
         await asyncio.to_thread(cgroups.ensure_pod_cgroup, uid, node_security.qos(pod), node_security.pod_resources(pod))
         hostname = pod["spec"].get("hostname") or pod["metadata"]["name"]
-        sandbox = await self.sandboxes.create(uid, hostname[:63], dns_config(pod), host_aliases(pod),
+        sandbox = await self.sandboxes.create(uid, hostname[:63], dns_config(pod, _host_resolv()), host_aliases(pod),
                                               domain=pod_domain(pod), port_mappings=host_ports(pod))
         self._sandbox_ips[uid] = sandbox.ip
         return sandbox.ip
@@ -300,6 +335,14 @@ def exit_reason(status: ContainerStatus) -> str:
     if status.oom_killed:
         return "OOMKilled"
     return "Completed" if (status.exit_code or 0) == 0 else "Error"
+
+
+def _host_resolv() -> str:
+    try:
+        with open("/etc/resolv.conf") as f:
+            return f.read()
+    except OSError:
+        return ""
 
 
 def _image_file(image: Image, name: str) -> str:
