@@ -24,7 +24,10 @@ WAIT = 20.0  # seconds any single expectation may take to come true
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """A control plane of this module's own (nodes are cluster-wide), with two Ready nodes."""
+    """A control plane of this module's own (nodes are cluster-wide), with two Ready nodes.
+
+    The shared ``ns`` fixture (conftest) makes its namespaces on this cluster: it overrides ``cluster``.
+    """
     c = Cluster(tmp_path_factory.mktemp("scheduler") / "data")
     c.start()
     try:
@@ -33,14 +36,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield c
     finally:
         c.stop()
-
-
-@pytest.fixture
-def ns(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    name = "s-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
-    cluster.kubectl("create", "namespace", name)
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def add_node(cluster: Cluster, name: str, labels: dict[str, str] | None = None, memory: str = "4Gi",
