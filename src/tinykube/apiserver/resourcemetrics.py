@@ -12,7 +12,6 @@ out of lists and is NotFound by name (metrics-server's ``pkg/api/pod.go``, ``pkg
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 from typing import Any
 
@@ -20,6 +19,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from tinykube.client.clock import now as _now
 from tinykube.api.errors import ApiError, method_not_allowed, not_found
 from tinykube.api.quantity import canonical
 from tinykube.api.registry import ResourceType, lookup
@@ -142,10 +142,6 @@ async def _listed(request: web.Request, storage: Storage, info: RequestInfo, rt:
     """The pods or nodes a LIST names, with its selectors (fields: metadata only, as metrics-server's)."""
     page = await list_page(storage.store, rt, info.namespace, filter_from(request, info), 0, "")
     return [i.decoded() for i in page.items]
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 async def _pods(request: web.Request, storage: Storage, proxy: NodeProxy, info: RequestInfo) -> web.Response:

@@ -10,12 +10,12 @@ not.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from tinykube.client.clock import now as _now
 from tinykube.api.errors import ApiError
 from tinykube.api.registry import lookup
 from tinykube.client.rest import Client, path
@@ -31,14 +31,6 @@ _QUEUE_LIMIT = 1000  # pending events kept at most; more are dropped (best effor
 class Source:
     component: str  # "kubelet", "default-scheduler"
     host: str = ""  # node name, for the kubelet
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _micro_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def reference(obj: dict[str, Any], field_path: str = "") -> dict[str, Any]:

@@ -21,7 +21,6 @@ works where the control plane and the node share a host (``tinykube up``).
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 import os
 import shutil
@@ -31,6 +30,7 @@ from typing import Any
 from tinykube.api.errors import ApiError
 from tinykube.api.quantity import parse_quantity
 from tinykube.api.registry import lookup
+from tinykube.client.clock import now as _now
 from tinykube.client.events import EventRecorder, Source, reference
 from tinykube.client.rest import Client, list_and_watch, path
 from tinykube.controllers.workqueue import WorkQueue
@@ -54,10 +54,6 @@ PROVISIONED_BY = "pv.kubernetes.io/provisioned-by"
 STORAGE_PROVISIONER = ("volume.beta.kubernetes.io/storage-provisioner", "volume.kubernetes.io/storage-provisioner")
 
 Obj = dict[str, Any]
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def default_storage_class() -> Obj:

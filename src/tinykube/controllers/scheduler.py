@@ -18,7 +18,6 @@ bound pod goes away, and on a timer (upstream flushes them after 5 min).
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 import random
 from collections import Counter
@@ -33,6 +32,7 @@ from tinykube.api.errors import ApiError
 from tinykube.api.quantity import milli_value, parse_quantity, value
 from tinykube.api.registry import lookup
 from tinykube.api.selectors import Requirement
+from tinykube.client.clock import now as _now
 from tinykube.client.events import EventRecorder, Source, reference
 from tinykube.client.rest import Client, list_and_watch, path
 from tinykube.controllers.workqueue import WorkQueue
@@ -551,10 +551,6 @@ class ClusterCache:
         if info.node is None and not info.pods:
             del self.nodes[info.name]
         return True
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _key(pod: Obj) -> str:

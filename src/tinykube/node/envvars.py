@@ -14,7 +14,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tinykube.api.quantity import parse_quantity
+from tinykube.node import volumedata
 from tinykube.node.containerspec import expand
 
 Obj = dict[str, Any]
@@ -27,38 +27,28 @@ class EnvError(Exception):
 
 
 def field_value(pod: Obj, path: str) -> str:
-    """A downward-API ``fieldRef`` value."""
-    meta, spec, status = pod["metadata"], pod["spec"], pod.get("status") or {}
-    for prefix, source in (("metadata.labels", meta.get("labels") or {}),
-                           ("metadata.annotations", meta.get("annotations") or {})):
-        if path.startswith(prefix + "['") and path.endswith("']"):
-            return str(source.get(path[len(prefix) + 2:-2], ""))
-        if path == prefix:
-            return "\n".join(f'{k}="{v}"' for k, v in sorted(source.items()))
-    simple = {"metadata.name": meta.get("name"), "metadata.namespace": meta.get("namespace"),
-              "metadata.uid": meta.get("uid"), "spec.nodeName": spec.get("nodeName"),
-              "spec.serviceAccountName": spec.get("serviceAccountName"), "status.podIP": status.get("podIP"),
-              "status.hostIP": status.get("hostIP"),
-              "status.podIPs": ",".join(p["ip"] for p in status.get("podIPs") or []),
-              "status.hostIPs": ",".join(p["ip"] for p in status.get("hostIPs") or [])}
-    if path not in simple:
-        raise EnvError(f"unsupported fieldPath: {path}")
-    return str(simple[path] or "")
+    """A ``fieldRef`` value (``podFieldSelectorRuntimeValue``): the node and status fields env may
+    use, else the downward API's metadata fields, shared with downwardAPI volumes."""
+    spec, status = pod["spec"], pod.get("status") or {}
+    runtime = {"spec.nodeName": spec.get("nodeName"), "spec.serviceAccountName": spec.get("serviceAccountName"),
+               "status.podIP": status.get("podIP"), "status.hostIP": status.get("hostIP"),
+               "status.podIPs": ",".join(p["ip"] for p in status.get("podIPs") or []),
+               "status.hostIPs": ",".join(p["ip"] for p in status.get("hostIPs") or [])}
+    if path in runtime:
+        return str(runtime[path] or "")
+    try:
+        return volumedata.field_value(pod, path)
+    except ValueError as e:
+        raise EnvError(str(e)) from None
 
 
 def resource_value(pod: Obj, container: Obj, ref: Obj, allocatable: Obj) -> str:
-    """A ``resourceFieldRef`` value: the limit or request divided by the divisor, rounded up."""
-    target = container
-    if ref.get("containerName"):
-        target = next((c for c in pod["spec"].get("containers", []) + pod["spec"].get("initContainers", [])
-                       if c["name"] == ref["containerName"]), container)
-    kind, _, resource = ref["resource"].partition(".")
-    value = ((target.get("resources") or {}).get(kind) or {}).get(resource)
-    if value is None and kind == "limits":
-        value = allocatable.get(resource, "0")
-    divisor = parse_quantity(ref.get("divisor") or "1")
-    amount = parse_quantity(value or "0") / divisor
-    return str(-(-amount.numerator // amount.denominator))
+    """A ``resourceFieldRef`` value; the container defaults to the one being configured."""
+    try:
+        return volumedata.resource_value(pod, {**ref, "containerName": ref.get("containerName") or container["name"]},
+                                         allocatable)
+    except ValueError as e:
+        raise EnvError(str(e)) from None
 
 
 async def _source(fetch: Fetch, resource: str, namespace: str, name: str, optional: bool) -> Obj | None:

@@ -8,13 +8,13 @@ does since NodeLease: the Lease is the cheap heartbeat, the status carries the f
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 from typing import Any
 
 from tinykube.api.errors import ApiError
 from tinykube.api.quantity import canonical
 from tinykube.api.registry import lookup
+from tinykube.client.clock import micro_now as _micro_now, now
 from tinykube.client.rest import Client, path
 from tinykube.node.host import MAX_PODS, HostFacts
 
@@ -31,14 +31,6 @@ KUBELET_VERSION = "v1.32.4+tinykube"
 EVICTION_MEMORY_BYTES = 100 * 1024 * 1024  # the kubelet's default hard eviction memory.available<100Mi
 # nodefs.available<10%, as the float32 the kubelet parses "10%" into (hence 0.10000000149...)
 EVICTION_NODEFS_FRACTION = 0.10000000149011612
-
-
-def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _micro_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def binary_si(n: int) -> str:
