@@ -17,7 +17,7 @@ from aiohttp import web
 
 from tinykube.api import protobuf, registry
 from tinykube.api.formats import go_quote
-from tinykube.api.errors import ApiError, bad_request, not_found, too_large, unsupported_media_type
+from tinykube.api.errors import ApiError, bad_request, too_large, unsupported_media_type
 from tinykube.api.registry import ResourceType
 
 MAX_BODY = 3 * 1024 * 1024  # kube-apiserver's limit on a request body (3 MiB)
@@ -150,7 +150,3 @@ def object_response(obj: Any, status: int = 200, warnings: list[str] | None = No
     for warning in dict.fromkeys(warnings or ()):
         response.headers.add("Warning", f"299 - {go_quote(warning)}")
     return response
-
-
-def resource_not_found(info: RequestInfo) -> ApiError:
-    return not_found(info.rt.resource, info.name, info.rt.group)

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tinykube.client.clock import now as now_rfc3339
 from tinykube.api import apply, conversion, defaults, objects, structural, validation
 from tinykube.api.errors import STALE_OBJECT, already_exists, bad_request, conflict, forbidden, invalid, not_found
 from tinykube.api.registry import ResourceType, lookup
@@ -26,10 +27,6 @@ assert NAMESPACES is not None
 Admission = Callable[[ResourceType, dict[str, Any], "dict[str, Any] | None"], Awaitable["list[str] | None"]]
 """(resource, new object, old object or None) → warnings for the client; raises ApiError to refuse."""
 Release = Callable[[ResourceType, dict[str, Any]], Awaitable[None]]
-
-
-def now_rfc3339() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -137,7 +134,8 @@ class Storage:
             raise conflict(rt.resource, name, STALE_OBJECT, rt.group)
         new = strategy.prepare_update(rt, new, old, opts.subresource)
         defaults.default(rt, new, old)
-        self._validate(rt, new, validation.validate_update(rt, new, old))
+        check = validation.validate_status_update if opts.subresource == "status" else validation.validate_update
+        self._validate(rt, new, check(rt, new, old))
         for admit in self._admission:
             opts.warnings.extend(await admit(rt, new, old) or ())
         if _same(new, old):

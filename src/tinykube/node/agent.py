@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tinykube.api.errors import ApiError, bad_request, not_found
+from tinykube.api.errors import bad_request, not_found
 from tinykube.api.registry import lookup
 from tinykube.client.events import EventRecorder, Source, reference
 from tinykube.client.rest import Client, list_and_watch, path
@@ -148,7 +148,7 @@ class NodeAgent:
         namespace, name, source = obj["metadata"]["namespace"], obj["metadata"]["name"], obj["kind"]
         for worker in self.workers.values():
             if worker.pod and worker.pod["metadata"]["namespace"] == namespace and mounts_source(worker.pod, source, name):
-                worker.wake()
+                worker.refresh_volumes()
 
     async def _proxy(self, proxy: ServiceProxy) -> None:
         """Service rules while the agent runs; removed on an orderly stop (a crash keeps them working)."""
@@ -252,13 +252,3 @@ def mounts_source(pod: dict[str, Any], kind: str, name: str) -> bool:
             if (source.get(key) or {}).get("name") == name:
                 return True
     return False
-
-
-async def wait_ready(client: Client) -> None:
-    """Until the API answers (the agent may start before the server it joins)."""
-    while True:
-        try:
-            await client.get("/version")
-            return
-        except (ApiError, OSError):
-            await asyncio.sleep(0.1)

@@ -20,6 +20,7 @@ from typing import Any
 
 from tinykube.api.errors import ApiError
 from tinykube.api.registry import lookup
+from tinykube.client.clock import now
 from tinykube.client.events import EventRecorder, reference
 from tinykube.client.rest import Client, path
 from tinykube.node import hooks, podstatus, security
@@ -41,10 +42,6 @@ VOLUME_RETRY = 2.0  # seconds before a volume that failed to mount (e.g. a missi
 VOLUME_REFRESH = 60.0  # seconds between refreshes of ConfigMap/Secret/projected volumes (kubelet's sync period)
 
 Obj = dict[str, Any]
-
-
-def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -88,6 +85,7 @@ class PodWorker:
     _start_time: str = ""
     _initialized: bool = False  # sticky once every init container is done (as the Initialized condition)
     _volumes: dict[str, VolumePath] | None = None  # set up once per pod
+    _refresh_due: bool = False  # re-project ConfigMap/Secret/projected volumes on the next sync
     _rejected: bool = False  # refused by node admission: nothing runs
     _gone: bool = False  # the API object is already deleted: nothing to remove there
     _done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -101,8 +99,9 @@ class PodWorker:
         self._gone = self._gone or deleted
         self._wake.set()
 
-    def wake(self) -> None:
-        """Sync again (something the pod depends on changed)."""
+    def refresh_volumes(self) -> None:
+        """A ConfigMap or Secret the pod mounts changed: re-project its volumes on the next sync."""
+        self._refresh_due = True
         self._wake.set()
 
     def adopt(self) -> None:
@@ -220,12 +219,14 @@ class PodWorker:
         return True
 
     async def _ensure_volumes(self, pod: Obj) -> bool:
-        """Every volume set up (refreshed on each sync: ConfigMap updates reach running pods)."""
+        """Every volume set up once; re-projected only when a source changed or the minute tick came
+        (tokens age), not on every sync: status wakes on the way to Running cost no API reads."""
         try:
             if self._volumes is None:
                 self._volumes = await self.ctx.volumes.setup(pod)
                 asyncio.get_running_loop().call_later(VOLUME_REFRESH, self._refresh_tick)
-            else:
+            elif self._refresh_due:
+                self._refresh_due = False
                 await self.ctx.volumes.refresh(pod)
             return True
         except VolumeError as e:
@@ -236,7 +237,7 @@ class PodWorker:
     def _refresh_tick(self) -> None:
         """Re-sync about every minute, as the kubelet's periodic sync does, so projected data stays fresh."""
         if not self._killed:
-            self._wake.set()
+            self.refresh_volumes()
             asyncio.get_running_loop().call_later(VOLUME_REFRESH, self._refresh_tick)
 
     async def _sync_init(self, pod: Obj) -> None:
