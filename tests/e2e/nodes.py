@@ -9,6 +9,7 @@ and conmon processes of its runc root, sandbox pins and mounts, the bridge, pod 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -24,6 +25,7 @@ from tests.registry import LocalRegistry
 from tinykube.node.runtime import cgroups, mounts
 
 BRIDGE = "tke2e0"
+LOCK = "/run/tinykube-e2e-node.lock"
 NO_UPSTREAM = "127.0.0.1:9"  # names outside the cluster are forwarded to loopback's discard port: never off the host
 
 
@@ -91,10 +93,14 @@ def _remove_leftovers(run_dir: Path, data_dir: Path, uids: set[str]) -> None:
 
 
 def node_cluster_fixture(base: Path, registry: LocalRegistry) -> Iterator[Cluster]:
-    snapshot = HostSnapshot((BRIDGE,))
-    cluster, run_dir = start_node_cluster(base, registry)
-    try:
-        yield cluster
-    finally:
-        stop_node_cluster(cluster, run_dir)
-        snapshot.restore()
+    """One node cluster at a time on this host: two test sessions would share the bridge, the DNS
+    address on lo and the proxy's tables, so a second session waits for the first."""
+    with open(LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        snapshot = HostSnapshot((BRIDGE,))
+        cluster, run_dir = start_node_cluster(base, registry)
+        try:
+            yield cluster
+        finally:
+            stop_node_cluster(cluster, run_dir)
+            snapshot.restore()

@@ -284,7 +284,7 @@ def test_tutorial_web_app_shares_an_empty_dir(node: Cluster) -> None:
     assert node.kubectl("get", "pod", "web-app", "--no-headers").stdout.split()[1] == "2/2"
     ip = pod(node, "web-app")["status"]["podIP"]
     eventually(lambda: b"Log entry" in fetch(f"http://{ip}/app.log"), "the sidecar's log through nginx")
-    node.kubectl("delete", "pod", "web-app")
+    node.kubectl("delete", "pod", "web-app", "--grace-period=1")  # sh as PID 1 ignores SIGTERM
 
 
 def test_tutorial_storage_pod(node: Cluster) -> None:
@@ -339,7 +339,7 @@ def test_tutorial_security_context_is_enforced(node: Cluster) -> None:
     assert "uid=1000" in out and "gid=3000" in out and "2000" in out.split("groups=")[1].splitlines()[0], out
     assert "CapEff:\t0000000000000000" in out and "NoNewPrivs:\t1" in out, out
     assert "tmp-writable" in out and out.count("2000 ") >= 1, out
-    node.kubectl("delete", "pod", "secure-busybox")
+    node.kubectl("delete", "pod", "secure-busybox", "--grace-period=1")  # sh as PID 1 ignores SIGTERM
     root = json.loads(busybox_pod("rootless", "sleep 3600"))
     root["spec"]["containers"][0]["securityContext"] = {"runAsNonRoot": True}
     node.kubectl("apply", "-f", "-", input=json.dumps(root))

@@ -53,7 +53,7 @@ class ContainerRecord:
     attempt: int = -1
     kind: str = "app"  # app | init | sidecar (an init container with restartPolicy Always)
     backoff: float = 0.0  # seconds of the next back-off; 0 = restart at once
-    retry_at: float = 0.0  # monotonic time before which no restart happens
+    retry_at: float = 0.0  # event-loop time before which no restart happens
     running_since: float = 0.0
 
 
@@ -268,7 +268,7 @@ class PodWorker:
             return
         if record.attempt >= 0 and state == "terminated" and not self._should_restart(pod, record):
             return
-        if time.monotonic() < record.retry_at:
+        if asyncio.get_running_loop().time() < record.retry_at:
             return
         await self._start(pod, container, record)
 
@@ -352,8 +352,12 @@ class PodWorker:
                                              pod["spec"].get("terminationGracePeriodSeconds", 30))
 
     def _schedule_retry(self, record: ContainerRecord, delay: float) -> None:
-        record.retry_at = time.monotonic() + delay
-        asyncio.get_running_loop().call_later(delay, self._wake.set)
+        """Wake when the back-off ends.  The deadline is on the loop's own clock: uvloop's timers run
+        on a cached millisecond clock and may fire before ``time.monotonic()`` reaches the same
+        deadline, and a wake that found the back-off not over would be the last one."""
+        loop = asyncio.get_running_loop()
+        record.retry_at = loop.time() + delay
+        loop.call_later(delay, self._wake.set)
 
     def _on_exit(self, runtime_id: str, exit_code: int, reason: str, started_at: str, finished_at: str) -> None:
         """Runtime event: a container exited.  Decide its back-off and wake the worker."""
