@@ -1,7 +1,8 @@
-"""The Store contract, run against every backend, then tests of the SQLite backend alone.
+"""The Store contract, run against every backend, then tests of the SQLite and etcd backends alone.
 
 Contract tests only use the ``Store`` protocol plus ``compact(revision)``, which every backend
-exposes for tests.  To add a backend, add a constructor to ``BACKENDS``.
+exposes for tests.  To add a backend, add a constructor to ``BACKENDS``.  The etcd backend runs
+on one etcd shared by the module, each test under its own key prefix.
 """
 
 from __future__ import annotations
@@ -11,12 +12,16 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
+from tests.etcd import EtcdCluster, etcd_cluster, requires_etcd
+from tinykube import pki
+from tinykube.apiserver import server
 from tinykube.store import sqlite as sqlite_module
 from tinykube.store.base import (
     Compacted,
@@ -25,22 +30,46 @@ from tinykube.store.base import (
     KeyNotFound,
     RevisionMismatch,
 )
+from tinykube.store.etcd import EtcdStore, _range_end
 from tinykube.store.sqlite import SqliteStore, WatchTooSlow, _prefix_end
+
+# One event loop for the module, as a server has: gRPC's asyncio stack serves one loop, and calls
+# it cancelled complete a moment later, which a per-test loop would already have closed.  (The
+# mark reaches the few plain functions too, which pytest-asyncio would warn about.)
+pytestmark = [pytest.mark.asyncio(loop_scope="module"),
+              pytest.mark.filterwarnings("ignore:.*marked with '@pytest.mark.asyncio' but it is not an async")]
 
 OpenStore = Callable[..., Awaitable[Any]]
 
+
+def _etcd_store(request: pytest.FixtureRequest, tmp_path: Path, **options: Any) -> EtcdStore:
+    """A store on the module's etcd, under a prefix of the test's own (the same when reopened)."""
+    cluster: EtcdCluster = request.getfixturevalue("etcd")
+    return EtcdStore(cluster.endpoints, prefix=f"/{tmp_path.name}/", **options)
+
+
 BACKENDS: dict[str, Callable[..., Any]] = {
-    "sqlite": lambda tmp_path, **options: SqliteStore(str(tmp_path / "store.db"), **options),
+    "sqlite": lambda request, tmp_path, **options: SqliteStore(str(tmp_path / "store.db"), **options),
+    "etcd": _etcd_store,
 }
+MARKS = {"etcd": [requires_etcd]}
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+@pytest.fixture(scope="module")
+def etcd() -> Iterator[EtcdCluster]:
+    """One single-member etcd for the module's tests."""
+    with etcd_cluster(1) as cluster:
+        yield cluster
+
+
+@pytest_asyncio.fixture(loop_scope="module",
+                        params=[pytest.param(name, marks=MARKS.get(name, [])) for name in sorted(BACKENDS)])
 async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenStore]:
     """Opens a started store on the same data each time (reopening = a restart); closes them all."""
     opened: list[Any] = []
 
     async def open_(**options: Any) -> Any:
-        store = BACKENDS[request.param](tmp_path, **options)
+        store = BACKENDS[request.param](request, tmp_path, **options)
         await store.start()
         opened.append(store)
         return store
@@ -50,7 +79,7 @@ async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
         await store.close()
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def store(open_store: OpenStore) -> Any:
     return await open_store()
 
@@ -232,7 +261,7 @@ async def test_watches_started_during_writes_have_no_gaps_or_duplicates(store: A
 
     async def watcher(delay: float) -> tuple[int, list[int]]:
         await asyncio.sleep(delay)
-        after = max(store.current_revision() - 7, 0)
+        after = max(store.current_revision() - 7, base)  # revisions before base may be other tests' (etcd)
         watch = store.watch("/g/", after)
         revs = [e.revision for e in await take(watch, base + total - after, timeout=5)]
         await watch.aclose()
@@ -267,6 +296,18 @@ async def test_watch_below_compacted_revision_raises_compacted(store: Any) -> No
     events = await take(store.watch("/k/", first + 2), 2)  # exactly at the compacted revision is fine
     assert [e.revision for e in events] == [first + 3, first + 4]
     assert len((await store.list("/k/")).items) == 5  # compaction never loses live keys
+
+
+async def test_background_compaction_keeps_the_newest_history(open_store: OpenStore) -> None:
+    store = await open_store(compact_interval=0.01, compact_keep=3)
+    base = store.current_revision()
+    for i in range(10):
+        await store.create(f"/k/{i}", b"v")
+    async with asyncio.timeout(2):
+        while store.compacted_revision() < base + 7:
+            await asyncio.sleep(0.01)
+    assert store.compacted_revision() == base + 7
+    assert [e.revision for e in await take(store.watch("/k/", base + 7), 3)] == [base + 8, base + 9, base + 10]
 
 
 # --------------------------------------------------------------------------- contract: durability
@@ -311,7 +352,7 @@ def test_prefix_end_bounds_exactly_the_keys_with_the_prefix() -> None:
     assert _prefix_end("\U0010ffff") is None and _prefix_end("") is None
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     store = SqliteStore(str(tmp_path / "data" / "store.db"))
     await store.start()
@@ -334,18 +375,6 @@ async def test_compaction_runs_in_steps(sqlite_store: SqliteStore, monkeypatch: 
         await sqlite_store.create(f"/k/{i}", b"v")
     await sqlite_store.compact(100)  # clamped to the current revision
     assert sqlite_store.compacted_revision() == sqlite_store.current_revision() == 10
-
-
-async def test_background_compaction_keeps_the_newest_history(tmp_path: Path) -> None:
-    store = SqliteStore(str(tmp_path / "s.db"), compact_interval=0.01, compact_keep=3)
-    await store.start()
-    for i in range(10):
-        await store.create(f"/k/{i}", b"v")
-    async with asyncio.timeout(2):
-        while store.compacted_revision() < 7:
-            await asyncio.sleep(0.01)
-    assert [e.revision for e in await take(store.watch("/k/", 7), 3)] == [8, 9, 10]
-    await store.close()
 
 
 async def test_slow_watch_is_ended_with_watch_too_slow(
@@ -433,3 +462,135 @@ async def test_benchmark_prints_rates(sqlite_store: SqliteStore) -> None:
     latencies.sort()
     p50, p99 = (latencies[int(len(latencies) * q)] * 1e6 for q in (0.5, 0.99))
     print(f"\nsqlite store: {creates:,.0f} creates/s ({workers} callers); get p50 {p50:.0f} µs, p99 {p99:.0f} µs")
+
+
+# --------------------------------------------------------------------------- etcd backend only
+
+
+def test_range_end_is_etcds_prefix_range_end() -> None:
+    assert _range_end(b"/a/") == b"/a0"
+    assert _range_end(b"a\xff\xff") == b"b"
+    assert _range_end(b"\xff") == _range_end(b"") == b"\0"  # no upper bound
+
+
+async def _started(*stores: EtcdStore) -> list[EtcdStore]:
+    await asyncio.gather(*(store.start() for store in stores))
+    return list(stores)
+
+
+@requires_etcd
+async def test_stores_on_one_etcd_see_each_others_writes(etcd: EtcdCluster, tmp_path: Path) -> None:
+    """Three API servers on one etcd: each watch sees every server's writes; CAS spans servers."""
+    stores = await _started(*(EtcdStore(etcd.endpoints, prefix=f"/{tmp_path.name}/") for _ in range(3)))
+    try:
+        start = max(store.current_revision() for store in stores)
+        watches = [store.watch("/pods/", start) for store in stores]
+        created = await stores[0].create("/pods/a", b"1")
+        updated = await stores[1].update("/pods/a", b"2", created)
+        with pytest.raises(RevisionMismatch) as caught:
+            await stores[2].update("/pods/a", b"3", created)
+        assert (caught.value.current.value, caught.value.current.mod_revision) == (b"2", updated)
+        deleted = await stores[2].delete("/pods/a", updated)
+        for watch in watches:
+            events = await take(watch, 3)
+            assert [(e.type, e.value, e.revision, e.created, e.prev_value) for e in events] == [
+                ("PUT", b"1", created, True, None),
+                ("PUT", b"2", updated, False, b"1"),
+                ("DELETE", b"2", deleted.revision, False, b"2"),
+            ]
+        assert [store.current_revision() for store in stores] == [deleted.revision] * 3  # from watch headers
+    finally:
+        await asyncio.gather(*(store.close() for store in stores))
+
+
+@requires_etcd
+async def test_compaction_by_another_store_ends_a_watch_with_compacted(etcd: EtcdCluster, tmp_path: Path) -> None:
+    """A compaction this store did not make is learnt from etcd's answer to the watch."""
+    ours, theirs = await _started(*(EtcdStore(etcd.endpoints, prefix=f"/{tmp_path.name}/") for _ in range(2)))
+    try:
+        first = await theirs.create("/k/1", b"v")
+        last = await theirs.update("/k/1", b"w", first)
+        await theirs.compact(last)
+        assert ours.compacted_revision() < last
+        with pytest.raises(Compacted) as caught:
+            await take(ours.watch("/k/", first - 1), 1)
+        assert (caught.value.requested, caught.value.compacted) == (first - 1, last)
+        assert ours.compacted_revision() == last
+        await ours.compact(first)  # already compacted by the other store: not an error
+    finally:
+        await asyncio.gather(ours.close(), theirs.close())
+
+
+async def _leader(endpoints: list[str]) -> str:
+    """The endpoint of the member that leads the cluster, as the members report it."""
+    import grpc
+    from aetcd import rpc
+
+    for endpoint in endpoints:
+        async with grpc.aio.insecure_channel(endpoint) as channel:
+            status = await rpc.MaintenanceStub(channel).Status(rpc.StatusRequest(), timeout=5)
+            if status.leader == status.header.member_id:
+                return endpoint
+    raise AssertionError("no member leads")
+
+
+@requires_etcd
+async def test_three_members_keep_working_when_the_members_store_talks_to_is_killed() -> None:
+    """Killing the member the store uses moves its reads, writes and watch to the next one.
+
+    A read notices first (reads are retried on the next member).  A write that was on the wire
+    when its member died fails instead, its outcome unknown, as with any etcd client; so does
+    one reaching a cluster that has not yet noticed its leader is gone (after etcd's request
+    timeout), which is why the member killed here is a follower.
+    """
+    with etcd_cluster(3) as cluster:
+        leader = await _leader(cluster.endpoints)
+        followers = [e for e in cluster.endpoints if e != leader]
+        store = EtcdStore([*followers, leader])
+        await store.start()
+        try:
+            watch = store.watch("/w/", store.current_revision())
+            revisions = [await store.create("/w/0", b"v")]
+            assert [e.revision for e in await take(watch, 1)] == revisions
+            cluster.member(followers[0]).kill()
+            assert await store.count("/w/") == 1
+            revisions += [await store.create(f"/w/{i}", b"v") for i in range(1, 20)]
+            assert [e.revision for e in await take(watch, 19, timeout=10)] == revisions[1:]
+            assert await store.count("/w/") == 20
+            await nothing_more(watch)
+        finally:
+            await store.close()
+
+
+@requires_etcd
+async def test_etcds_store_with_client_certificates(tmp_path: Path) -> None:
+    """``--store etcds://`` with ``--etcd-cafile/certfile/keyfile`` against an etcd demanding client certs."""
+    paths = pki.ensure(str(tmp_path / "tls"), "127.0.0.1")
+    with etcd_cluster(1, tls=paths) as cluster:
+        config = server.ServerConfig(store=f"etcds://{cluster.endpoints[0]}", etcd_cafile=paths.ca_cert,
+                                     etcd_certfile=paths.admin_cert, etcd_keyfile=paths.admin_key)
+        store = server.open_store(config)
+        assert isinstance(store, EtcdStore)
+        await store.start()
+        try:
+            watch = store.watch("/s/", store.current_revision())
+            revision = await store.create("/s/a", b"v")
+            assert (await store.get("/s/a")).mod_revision == revision
+            assert [e.revision for e in await take(watch, 1)] == [revision]
+        finally:
+            await store.close()
+
+
+def test_open_store_reads_etcd_endpoints() -> None:
+    assert isinstance(server.open_store(server.ServerConfig(store="etcd://127.0.0.1:2379,127.0.0.1:22379")), EtcdStore)
+    with pytest.raises(SystemExit):
+        server.open_store(server.ServerConfig(store="etcd://"))
+
+
+def test_cli_takes_etcd_tls_files() -> None:
+    from tinykube.cli.main import parser
+
+    args = parser().parse_args(["server", "--store", "etcds://10.0.0.1:2379", "--etcd-cafile", "ca.crt",
+                                "--etcd-certfile", "client.crt", "--etcd-keyfile", "client.key"])
+    assert (args.store, args.etcd_cafile, args.etcd_certfile, args.etcd_keyfile) == (
+        "etcds://10.0.0.1:2379", "ca.crt", "client.crt", "client.key")
