@@ -477,6 +477,35 @@ def _default_endpoints(endpoints: Obj, old: Obj | None) -> None:
             _setdefault(port, "protocol", "TCP")
 
 
+def fill_missing(into: Obj, key: str, source: Any) -> list[str]:
+    """Copy the entries of ``source`` missing from ``into[key]`` (created only if needed); their names, sorted."""
+    current = into.get(key) or {}
+    missing = {k: v for k, v in source.items() if k not in current} if isinstance(source, dict) else {}
+    if missing:
+        into[key] = {**current, **missing}
+    return sorted(missing)
+
+
+def _default_limit_range(limit_range: Obj, old: Obj | None) -> None:
+    """SetDefaults_LimitRangeItem: a Container item's default limit falls back to its max, its
+    default request to that limit, then to its min; every quantity rounded as a ResourceList."""
+    for item in _dicts(_child(limit_range, "spec"), "limits"):
+        if item.get("type") == "Container":
+            fill_missing(item, "default", item.get("max"))
+            fill_missing(item, "defaultRequest", item.get("default"))
+            fill_missing(item, "defaultRequest", item.get("min"))
+        for key in ("max", "min", "default", "defaultRequest", "maxLimitRequestRatio"):
+            _round_resources(item, key)
+
+
+def _default_resource_quota(quota: Obj, old: Obj | None) -> None:
+    if old is None:  # resourcequotaStrategy.PrepareForCreate: usage is the controller's to fill
+        quota["status"] = {}
+    _round_resources(quota, "spec", "hard")
+    _round_resources(quota, "status", "hard")
+    _round_resources(quota, "status", "used")
+
+
 Defaulter = Callable[[Obj, Obj | None], None]
 
 _DEFAULTERS: dict[tuple[str, str], Defaulter] = {
@@ -488,6 +517,8 @@ _DEFAULTERS: dict[tuple[str, str], Defaulter] = {
     ("", "PersistentVolume"): _default_persistent_volume,
     ("", "PersistentVolumeClaim"): _default_persistent_volume_claim,
     ("", "Endpoints"): _default_endpoints,
+    ("", "LimitRange"): _default_limit_range,
+    ("", "ResourceQuota"): _default_resource_quota,
 }
 
 

@@ -1,6 +1,6 @@
 """Decode the Kubernetes protobuf request bodies that kubectl's typed client sends into JSON dicts.
 
-``kubectl create configmap|secret generic|namespace|serviceaccount|service clusterip`` POST
+``kubectl create configmap|secret generic|namespace|serviceaccount|service clusterip|quota`` POST
 ``application/vnd.kubernetes.protobuf`` and never fall back to JSON (kubectl-api-contract.md
 section 9), so the server must read them.  A body is the magic ``k8s\\0`` followed by a
 ``runtime.Unknown`` message whose ``raw`` field holds the object message.
@@ -105,6 +105,14 @@ _MESSAGES: dict[str, tuple[tuple[int, str, str], ...]] = {
     "LoadBalancerIngress": ((1, "ip,omitempty", "string"), (2, "hostname,omitempty", "string"),
                             (3, "ipMode,omitempty", "*string"), (4, "ports,omitempty", "[]PortStatus")),
     "PortStatus": ((1, "port", "int32"), (2, "protocol", "string"), (3, "error,omitempty", "*string")),
+    "ResourceQuota": ((1, "metadata,omitempty", "ObjectMeta"), (2, "spec,omitempty", "ResourceQuotaSpec"),
+                      (3, "status,omitempty", "ResourceQuotaStatus")),
+    "ResourceQuotaSpec": ((1, "hard,omitempty", "map[string]Quantity"), (2, "scopes,omitempty", "[]string"),
+                          (3, "scopeSelector,omitempty", "*ScopeSelector")),
+    "ScopeSelector": ((1, "matchExpressions,omitempty", "[]ScopedResourceSelectorRequirement"),),
+    "ScopedResourceSelectorRequirement": ((1, "scopeName", "string"), (2, "operator", "string"),
+                                          (3, "values,omitempty", "[]string")),
+    "ResourceQuotaStatus": ((1, "hard,omitempty", "map[string]Quantity"), (2, "used,omitempty", "map[string]Quantity")),
     # k8s.io/api/authentication/v1 (``kubectl create token``)
     "TokenRequest": ((1, "metadata,omitempty", "ObjectMeta"), (2, "spec", "TokenRequestSpec"),
                      (3, "status,omitempty", "TokenRequestStatus")),
@@ -116,7 +124,8 @@ _MESSAGES: dict[str, tuple[tuple[int, str, str], ...]] = {
 }
 
 # (apiVersion, kind) -> top-level message.  Other kinds (Pod, ...) kubectl sends as JSON.
-_KINDS = {("v1", kind): kind for kind in ("ConfigMap", "Secret", "Namespace", "ServiceAccount", "Service")}
+_KINDS = {("v1", kind): kind for kind in ("ConfigMap", "Secret", "Namespace", "ServiceAccount", "Service",
+                                          "ResourceQuota")}
 _KINDS[("authentication.k8s.io/v1", "TokenRequest")] = "TokenRequest"
 
 
@@ -268,6 +277,11 @@ def _int_or_string(value: bytes) -> int | str:
     return fields.get(3, "") if fields.get(1, 0) == 1 else fields.get(2, 0)
 
 
+def _quantity(value: bytes) -> str:
+    """resource.Quantity: {1: string}, its text (checked and canonicalized by decoding as JSON is)."""
+    return str(_decode_fields(value, {1: ("string", "string")}).get(1, ""))
+
+
 def _fields_v1(value: bytes) -> Any:
     """metav1.FieldsV1: {1: Raw}, whose bytes are the JSON document itself."""
     raw = _decode_fields(value, {1: ("Raw", "bytes")}).get(1, b"")
@@ -282,10 +296,10 @@ _VARINT_TYPES: dict[str, Callable[[int | bytes], Any]] = {
 }
 _BYTES_TYPES: dict[str, Callable[[bytes], Any]] = {
     "string": _string, "[]byte": lambda v: base64.b64encode(v).decode(), "bytes": bytes, "Time": _time,
-    "IntOrString": _int_or_string, "FieldsV1": _fields_v1,
+    "IntOrString": _int_or_string, "FieldsV1": _fields_v1, "Quantity": _quantity,
 }
 _ZEROS: dict[str, Any] = {"string": "", "int32": 0, "int64": 0, "bool": False, "[]byte": "", "bytes": b"",
-                          "IntOrString": 0}
+                          "IntOrString": 0, "Quantity": "0"}
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 

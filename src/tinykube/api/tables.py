@@ -212,6 +212,13 @@ _ENDPOINT_SLICE_COLUMNS = (
     _Column("Ports", (_SLICE, "ports")),
     _Column("Endpoints", (_SLICE, "endpoints")),
 )
+_RESOURCE_QUOTA_COLUMNS = (
+    NAME,
+    AGE,
+    _Column("Request", "Request represents a minimum amount of cpu/memory that a container may consume."),
+    _Column("Limit", "Limits control the maximum amount of cpu/memory that a container may use independent of "
+                     "contention on the node."),
+)
 # rest.NewDefaultTableConvertor, for kinds without a printer.
 _DEFAULT_COLUMNS = (NAME, _Column("Created At", (_META, "creationTimestamp"), type="date"))
 
@@ -584,6 +591,17 @@ _DEFAULT_CLASS_ANNOTATIONS = ("storageclass.kubernetes.io/is-default-class",
                               "storageclass.beta.kubernetes.io/is-default-class")
 
 
+def _resource_quota_cells(quota: Obj, now: datetime) -> list[Any]:
+    """``printResourceQuota``: ``name: used/hard`` of every hard resource, ``limits.*`` in the second column."""
+    status = quota.get("status") or {}
+    hard, used = status.get("hard") or {}, status.get("used") or {}
+    requests: list[str] = []
+    limits: list[str] = []
+    for name in sorted(hard):
+        (limits if name.startswith("limits.") else requests).append(f"{name}: {used.get(name, '0')}/{hard[name]}")
+    return [_name(quota), _age(quota, now), ", ".join(requests), ", ".join(limits)]
+
+
 def _storage_class_cells(sc: Obj, now: datetime) -> list[Any]:
     """``printStorageClass``: `` (default)`` after a default class's name; unset policies print their defaults."""
     annotations = (sc.get("metadata") or {}).get("annotations") or {}
@@ -636,6 +654,7 @@ _PRINTERS: dict[tuple[str, str], _Printer] = {
     ("", "persistentvolumes"): _Printer(_PV_COLUMNS, _pv_cells),
     ("", "nodes"): _Printer(_NODE_COLUMNS, _node_cells),
     ("storage.k8s.io", "storageclasses"): _Printer(_STORAGE_CLASS_COLUMNS, _storage_class_cells),
+    ("", "resourcequotas"): _Printer(_RESOURCE_QUOTA_COLUMNS, _resource_quota_cells),
     ("discovery.k8s.io", "endpointslices"): _simple(*_ENDPOINT_SLICE_COLUMNS)(_endpoint_slice_cells),
     ("coordination.k8s.io", "leases"): _simple(
         _Column("Holder", ("io.k8s.api.coordination.v1.LeaseSpec", "holderIdentity")))(

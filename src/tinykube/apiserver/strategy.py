@@ -17,7 +17,8 @@ from tinykube.api.errors import ApiError, invalid, required
 from tinykube.api.registry import ResourceType
 
 # Kinds whose status belongs to a /status subresource: a write to the main resource keeps it.
-_STATUS_OWNED = frozenset({"Pod", "Service", "Namespace", "Node", "PersistentVolume", "PersistentVolumeClaim"})
+_STATUS_OWNED = frozenset({"Pod", "Service", "Namespace", "Node", "PersistentVolume", "PersistentVolumeClaim",
+                           "ResourceQuota"})
 _SERVER_METADATA = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion",
                     "selfLink", "generation")
 # names.SimpleNameGenerator: 5 characters from an alphabet without vowels and look-alikes.
