@@ -180,7 +180,8 @@ class Launcher:
     """Runtime operations for pods, with their events."""
 
     def __init__(self, runtime: Runtime, sandboxes: Sandboxes, images: ImageStore, recorder: EventRecorder,
-                 fetch: envvars.Fetch, allocatable: Obj, seccomp_root: str, memory_capacity: int):
+                 fetch: envvars.Fetch, allocatable: Obj, seccomp_root: str, memory_capacity: int,
+                 pod_pids_limit: int = node_security.POD_PIDS_LIMIT):
         self.runtime = runtime
         self.sandboxes = sandboxes
         self.images = images
@@ -189,6 +190,7 @@ class Launcher:
         self.allocatable = allocatable  # the node's, for resourceFieldRef without a limit
         self.seccomp_root = seccomp_root  # Localhost seccomp profiles live here
         self.memory_capacity = memory_capacity  # bytes: Burstable containers' oom_score_adj scales with it
+        self.pod_pids_limit = pod_pids_limit  # processes per pod cgroup (--pod-max-pids); negative: unlimited
         self.services: Callable[[], list[Obj]] = list  # every Service the node knows, for service links
         self._pull_backoff: dict[tuple[str, str], tuple[float, float]] = {}  # (uid, image) → (delay, until)
         self._sandbox_ips: dict[str, str] = {}
@@ -198,10 +200,12 @@ class Launcher:
         uid = pod["metadata"]["uid"]
         if uid in self._sandbox_ips:
             return self._sandbox_ips[uid]
-        await asyncio.to_thread(cgroups.ensure_pod_cgroup, uid, node_security.qos(pod), node_security.pod_resources(pod))
+        await asyncio.to_thread(cgroups.ensure_pod_cgroup, uid, node_security.qos(pod),
+                                node_security.pod_resources(pod, self.pod_pids_limit))
         hostname = pod["spec"].get("hostname") or pod["metadata"]["name"]
         sandbox = await self.sandboxes.create(uid, hostname[:63], dns_config(pod, _host_resolv()), host_aliases(pod),
-                                              domain=pod_domain(pod), port_mappings=host_ports(pod))
+                                              domain=pod_domain(pod), port_mappings=host_ports(pod),
+                                              share_pid=bool(pod["spec"].get("shareProcessNamespace")))
         self._sandbox_ips[uid] = sandbox.ip
         return sandbox.ip
 

@@ -253,6 +253,8 @@ def pod_status(pod: Obj, obs: PodObservation, stamp: str) -> Obj:
         pod_phase = current["phase"]  # a pod never leaves a terminal phase
     others = [c for c in current.get("conditions", []) if c.get("type") not in KUBELET_CONDITIONS]
     status: Obj = {"phase": pod_phase, "conditions": conditions(spec, obs, pod_phase, others, stamp)}
+    if pod_phase == current.get("phase"):  # the reason and message belong to the phase (Evicted, DeadlineExceeded)
+        status |= {k: current[k] for k in ("reason", "message") if current.get(k)}
     if obs.host_ip:
         status["hostIP"] = obs.host_ip
         status["hostIPs"] = [{"ip": obs.host_ip}]

@@ -471,16 +471,17 @@ def qos_cgroup(qos_name: str) -> str:
     return posixpath.dirname(cgroups.pod_cgroup_path("", qos_name))
 
 
-def pod_resources(pod: Obj) -> Resources:
+def pod_resources(pod: Obj, pids_limit: int = POD_PIDS_LIMIT) -> Resources:
     """``ResourceConfigForPod``: the pod cgroup bounds the sum of its containers.
 
     cpu.shares from the summed requests; the CFS quota and memory limit only when every
     container declares a limit (always for Guaranteed); BestEffort pods get the minimum shares.
-    A pids limit applies to every pod (see :data:`POD_PIDS_LIMIT`).
+    ``pids_limit`` (the node's ``--pod-max-pids``) applies to every pod; negative: none.
     """
+    pids = pids_limit if pids_limit >= 0 else None
     pod_qos = qos(pod)
     if pod_qos == "BestEffort":
-        return Resources(cpu_shares=containerspec.MIN_SHARES, pids_limit=POD_PIDS_LIMIT)
+        return Resources(cpu_shares=containerspec.MIN_SHARES, pids_limit=pids)
     spec = pod.get("spec") or {}
     cpu_request = _pod_total(spec, "requests", "cpu", milli_value)
     cpu_limit, memory_limit = (_pod_total(spec, "limits", r, parse) for r, parse in (("cpu", milli_value),
@@ -493,7 +494,12 @@ def pod_resources(pod: Obj) -> Resources:
     memory = guaranteed or _all_declare(spec, "memory")
     return Resources(cpu_shares=shares, cpu_quota_us=cpu.cpu_quota_us if quota else None,
                      cpu_period_us=cpu.cpu_period_us if quota else None,
-                     memory_limit_bytes=memory_limit if memory else None, pids_limit=POD_PIDS_LIMIT)
+                     memory_limit_bytes=memory_limit if memory else None, pids_limit=pids)
+
+
+def pod_total(pod: Obj, kind: str, resource: str) -> int:
+    """``PodRequests``/``PodLimits`` of one resource (``kind`` requests or limits): millicores for cpu, else units."""
+    return _pod_total(pod.get("spec") or {}, kind, resource, milli_value if resource == "cpu" else value)
 
 
 def _amount(container: Obj, kind: str, resource: str, parse: Callable[[str], int]) -> int:
