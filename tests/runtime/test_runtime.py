@@ -15,7 +15,7 @@ import pytest
 
 from tests.runtime.conftest import BRIDGE, Node
 from tests.runtime.support import nsenter, wait_for_log
-from tinykube.node.runtime import cgroups
+from tinykube.node.runtime import cgroups, pidns
 from tinykube.node.runtime.cgroups import Resources
 from tinykube.node.runtime.cni import PortMapping
 from tinykube.node.runtime.containers import ContainerError, ContainerExists, ContainerStatus
@@ -54,6 +54,40 @@ async def test_containers_of_a_pod_share_network_ipc_and_dev_shm(node: Node) -> 
     reader = await node.runtime.create_and_start(node.spec(sandbox, "c", ["cat", "/dev/shm/x"]))
     assert (await asyncio.wait_for(node.runtime.wait_exit(reader.id), 5)).exit_code == 0
     assert "stdout F shared" in (node.base / "logs" / f"{reader.id}.log").read_text()
+
+
+async def test_a_shared_pid_namespace_has_an_infra_pid_1_that_outlives_containers_and_reaps(node: Node) -> None:
+    sandbox = await node.sandbox("shared", share_pid=True)
+    assert sandbox.pid_ns is not None
+    infra = pidns.members(sandbox.pid_ns)
+    assert len(infra) == 1 and Path(f"/proc/{infra[0]}/cmdline").read_bytes() == b"catatonit\0-P\0"
+    a = await node.runtime.create_and_start(node.spec(sandbox, "a", ["sleep", "1001"]))
+    b = await node.runtime.create_and_start(node.spec(sandbox, "b", ["sleep", "1002"]))
+    assert a.pid and b.pid and os.stat(f"/proc/{a.pid}/ns/pid").st_ino == os.stat(sandbox.pid_ns).st_ino
+    seen = (await node.runtime.exec(b.id, ["ps", "-o", "pid,args"])).stdout.decode()
+    assert re.search(r"^\s*1 catatonit -P$", seen, re.M) and "sleep 1001" in seen and "sleep 1002" in seen, seen
+    await node.runtime.exec(b.id, ["sh", "-c", "sleep 0.1 &"])  # an orphan: PID 1 adopts it, and must reap it
+    await node.runtime.stop(a.id, 0)
+    again = await node.runtime.create_and_start(node.spec(sandbox, "a2", ["sleep", "1003"]))
+    await asyncio.sleep(0.3)
+    states = (await node.runtime.exec(again.id, ["ps", "-o", "stat,args"])).stdout.decode()
+    assert "sleep 1002" in states and "sleep 1003" in states and " Z" not in states.replace("STAT", ""), states
+    assert node.runtime.status(b.id).state == "running"  # a's exit took nothing else with it
+
+    for status in node.runtime.list():
+        await node.runtime.remove(status.id)
+    await Sandboxes(node.base / "run", node.sandboxes.cni).remove(sandbox.pod_uid)  # as an agent after a restart
+    assert not Path(f"/proc/{infra[0]}").exists()
+
+
+async def test_a_pod_without_shared_pid_sees_only_its_own_processes(node: Node) -> None:
+    sandbox = await node.sandbox("apart")
+    assert sandbox.pid_ns is None
+    a = await node.runtime.create_and_start(node.spec(sandbox, "a", ["sleep", "1001"]))
+    b = await node.runtime.create_and_start(node.spec(sandbox, "b", ["sleep", "1002"]))
+    seen = (await node.runtime.exec(b.id, ["ps", "-o", "pid,args"])).stdout.decode()
+    assert "sleep 1001" not in seen and re.search(r"^\s*1 sleep 1002$", seen, re.M), seen
+    assert a.pid
 
 
 async def test_stop_sends_sigterm_then_sigkill_and_records_the_exit(node: Node) -> None:

@@ -1,23 +1,29 @@
 """The prober and lifecycle hooks: the pure parts, each action against real local servers on
-127.0.0.1 (aiohttp, plain TCP) or a small fake exec, and the probe timing with short periods."""
+127.0.0.1 (aiohttp, plain TCP, grpcio's own health server) or a small fake exec, and the probe
+timing with short periods."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime
 import ssl
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
+from concurrent import futures
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from tinykube.node import hooks
+from tinykube.node.grpcprobe import decode_response, encode_request, grpc_timeout
 from tinykube.node.probes import (
     HttpRequest,
     Outcome,
@@ -29,6 +35,7 @@ from tinykube.node.probes import (
     event,
     exec_command,
     exec_probe,
+    grpc_probe,
     http_probe,
     http_request,
     resolve_port,
@@ -395,6 +402,104 @@ async def test_http_and_tcp_probes_through_the_prober(server: Server) -> None:
     results = {(await rec.next_result())[1:3], (await rec.next_result())[1:3]}
     assert results == {("readiness", True), ("liveness", False)}
     assert any("connect: connection refused" in e[2] for e in rec.events)
+    p.stop("c1")
+
+
+# ---- gRPC ------------------------------------------------------------------------------------
+
+class SlowHealth(health.HealthServicer):
+    """grpcio's health servicer, answering only after half a second."""
+
+    def Check(self, request: Any, context: Any) -> Any:
+        time.sleep(0.5)
+        return super().Check(request, context)
+
+
+def grpc_server(servicer: health.HealthServicer | None) -> tuple[grpc.Server, int]:
+    """A real grpcio server on loopback, with ``servicer`` as its grpc.health.v1.Health (or none at all)."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    if servicer is not None:
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port(f"{LOCAL}:0")
+    server.start()
+    return server, port
+
+
+@pytest.fixture
+def health_server() -> Iterator[int]:
+    """grpcio-health-checking's servicer: "" and "web" SERVING, "db" NOT_SERVING."""
+    servicer = health.HealthServicer()
+    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    servicer.set("web", health_pb2.HealthCheckResponse.SERVING)
+    servicer.set("db", health_pb2.HealthCheckResponse.NOT_SERVING)
+    server, port = grpc_server(servicer)
+    yield port
+    server.stop(None)
+
+
+def test_health_messages_are_encoded_as_protobuf_in_grpc_frames() -> None:
+    assert encode_request("") == b"\0\0\0\0\0"
+    framed = encode_request("web")
+    assert framed[:5] == b"\0\0\0\0\x05" and health_pb2.HealthCheckRequest.FromString(framed[5:]).service == "web"
+    long = encode_request("s" * 200)  # a two-byte varint length
+    assert health_pb2.HealthCheckRequest.FromString(long[5:]).service == "s" * 200
+    for status in (0, 1, 2, 3):
+        message = health_pb2.HealthCheckResponse(status=status).SerializeToString()
+        assert decode_response(b"\0" + len(message).to_bytes(4, "big") + message) == status
+    unknown_fields = b"\x08\x02\x12\x03abc\x1d\0\0\0\0"  # status=2, then a string and a fixed32 to skip
+    assert decode_response(b"\0" + len(unknown_fields).to_bytes(4, "big") + unknown_fields) == 2
+
+
+def test_grpc_timeout_header_is_encoded_as_grpc_go_does() -> None:
+    assert [grpc_timeout(s) for s in (0, 0.05, 1, 99, 100, 1e6)] == ["0n", "50000000n", "1000000u", "99000000u",
+                                                                     "100000m", "1000000S"]
+
+
+async def test_grpc_probe_against_grpcios_health_server(health_server: int) -> None:
+    assert await grpc_probe(LOCAL, health_server, "", 1) == Outcome("success", "service healthy")
+    assert await grpc_probe(LOCAL, health_server, "web", 1) == Outcome("success", "service healthy")
+    assert await grpc_probe(LOCAL, health_server, "db", 1) == Outcome(
+        "failure", 'service unhealthy (responded with "NOT_SERVING")')
+    assert await grpc_probe(LOCAL, health_server, "nope", 1) == Outcome(
+        "failure", "error: health rpc probe failed: rpc error: code = NotFound desc = ")
+
+
+async def test_grpc_probe_timeouts_are_worded_as_the_kubelet() -> None:
+    port = closed_port()
+    started = time.monotonic()
+    outcome = await grpc_probe(LOCAL, port, "", 0.3)
+    assert outcome == Outcome("failure", f'timeout: failed to connect service "{LOCAL}:{port}" within 300ms: '
+                                         "context deadline exceeded")
+    assert time.monotonic() - started >= 0.3  # a blocking dial waits out the timeout, as grpc-go's
+    server, port = grpc_server(SlowHealth())
+    try:
+        assert await grpc_probe(LOCAL, port, "", 0.2) == Outcome(
+            "failure", "timeout: health rpc did not complete within 200ms")
+    finally:
+        server.stop(None)
+
+
+async def test_grpc_probe_of_a_server_without_the_health_service_or_http2(server: Server) -> None:
+    grpc_only, port = grpc_server(None)
+    try:
+        outcome = await grpc_probe(LOCAL, port, "", 1)
+    finally:
+        grpc_only.stop(None)
+    assert outcome.result == "failure" and outcome.output.startswith(
+        "error: this server does not implement the grpc health protocol (grpc.health.v1.Health): "), outcome
+    outcome = await grpc_probe(LOCAL, server.port, "", 0.2)  # HTTP/1.1 only: the HTTP/2 handshake never completes
+    assert outcome.output.startswith("timeout: failed to connect service"), outcome
+
+
+async def test_grpc_liveness_through_the_prober(health_server: int) -> None:
+    rec = Recorder()
+    p = prober(FakeExec(), rec)
+    p.start(POD, {"name": "c", "readinessProbe": probe({"grpc": {"port": health_server, "service": "web"}}),
+                  "livenessProbe": probe({"grpc": {"port": health_server, "service": "db"}}, failureThreshold=1)},
+            "c1")
+    results = {(await rec.next_result())[1:3], (await rec.next_result())[1:3]}
+    assert results == {("readiness", True), ("liveness", False)}
+    assert rec.events[0][1:] == ("Unhealthy", 'Liveness probe failed: service unhealthy (responded with "NOT_SERVING")')
     p.stop("c1")
 
 

@@ -22,6 +22,7 @@ class Pins:
     ipc: Path = Path("/run/tk/sandboxes/u/ipc")
     uts: Path = Path("/run/tk/sandboxes/u/uts")
     shm_dir: Path | None = Path("/run/tk/sandboxes/u/shm")
+    pid_ns: Path | None = None
 
 
 def spec(**kwargs: object) -> ContainerSpec:
@@ -61,6 +62,12 @@ def test_namespaces_join_the_sandbox_pins() -> None:
     assert linux["maskedPaths"] == list(DEFAULT_MASKED_PATHS) and linux["readonlyPaths"] == list(DEFAULT_READONLY_PATHS)
 
 
+def test_a_pod_sharing_its_pid_namespace_joins_its_pin() -> None:
+    namespaces = build_config(spec(sandbox=Pins(pid_ns=Path("/run/tk/sandboxes/u/pid"))), "/r")["linux"]["namespaces"]
+    assert namespaces[0] == {"type": "pid", "path": "/run/tk/sandboxes/u/pid"}
+    assert [n["type"] for n in namespaces] == ["pid", "mount", "network", "ipc", "uts"]
+
+
 def test_without_a_sandbox_the_container_gets_its_own_namespaces() -> None:
     linux = build_config(spec(), "/r")["linux"]
     assert [n for n in linux["namespaces"] if "path" in n] == []
@@ -94,6 +101,12 @@ def test_sandbox_mounts_its_etc_files() -> None:
     assert [(m.destination, m.options[-1]) for m in sandbox.mounts(readonly=True)] == [
         ("/etc/hosts", "ro"), ("/etc/resolv.conf", "ro"), ("/etc/hostname", "ro")]
     assert Sandbox.from_json(sandbox.to_json()) == sandbox
+    shared = Sandbox("u", "web", Path("n"), Path("i"), Path("t"), "10.42.0.5", "10.42.0.1", Path("/s/hosts"),
+                     Path("/s/resolv.conf"), Path("/s/hostname"), Path("/s/shm"), Path("/s/pid"))
+    assert Sandbox.from_json(shared.to_json()) == shared
+    record = sandbox.to_json()
+    del record["pid_ns"]  # a sandbox.json written before shared PID namespaces existed
+    assert Sandbox.from_json(record) == sandbox
 
 
 def test_resources_and_no_swap() -> None:

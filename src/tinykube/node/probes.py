@@ -10,11 +10,11 @@ True, startup unknown; :meth:`Prober.started` and :meth:`Prober.ready` read the 
 the kubelet's ``UpdatePodStatus`` does.
 
 Each failed run is also an ``Unhealthy`` event worded as the kubelet words it
-(``pkg/probe/{exec,http,tcp}``), a redirect to another host a ``ProbeWarning``.
+(``pkg/probe/{exec,http,tcp,grpc}``), a redirect to another host a ``ProbeWarning``.
 
 Network safety: probes connect only to the pod's own IP or to loopback.  A ``host`` set to
 anything else is refused (the kubelet would connect): the probe errors with a message saying so.
-gRPC probes are not implemented (HTTP/2 needs the ``h2`` package); they error the same way.
+gRPC probes have no ``host``: they call the pod's IP (:mod:`tinykube.node.grpcprobe`).
 """
 
 from __future__ import annotations
@@ -35,11 +35,12 @@ import yarl
 
 from tinykube.api.formats import go_quote
 from tinykube.node.containerspec import expand
+from tinykube.node.grpcprobe import health_check
 from tinykube.node.runtime.containers import ContainerError, ExecResult, ExecTimeout
 
 __all__ = ["ExecFn", "HttpError", "HttpRequest", "Kind", "Outcome", "ProbeError", "Prober", "Tally", "Timing",
-           "allowed_host", "event", "exec_command", "exec_probe", "http_get", "http_probe", "http_request",
-           "join_host_port", "resolve_port", "tcp_probe"]
+           "allowed_host", "event", "exec_command", "exec_probe", "grpc_probe", "http_get", "http_probe",
+           "http_request", "join_host_port", "resolve_port", "tcp_probe"]
 
 log = logging.getLogger(__name__)
 
@@ -302,6 +303,12 @@ async def tcp_probe(host: str, port: int, timeout: float) -> Outcome:
     return Outcome("success")
 
 
+async def grpc_probe(host: str, port: int, service: str, timeout: float) -> Outcome:
+    """``pkg/probe/grpc``: success only when the service answers SERVING; any other answer fails."""
+    ok, output = await health_check(host, port, service, timeout, f"kube-probe/{KUBE_VERSION}")
+    return Outcome("success" if ok else "failure", output)
+
+
 async def exec_probe(exec_fn: ExecFn, runtime_id: str, argv: list[str], timeout: float) -> Outcome:
     """``pkg/probe/exec``: exit 0 success, else failure with stdout+stderr (the first 10 KiB)."""
     try:
@@ -436,7 +443,9 @@ class Prober:
                 host = allowed_host(action.get("host", ""), pod_ip)
                 return await tcp_probe(host, resolve_port(action["port"], c.spec), timing.timeout)
             if "grpc" in probe:
-                raise ProbeError("gRPC probes are not supported by tinykube")
+                action = probe["grpc"]
+                return await grpc_probe(allowed_host("", pod_ip), resolve_port(action["port"], c.spec),
+                                        action.get("service") or "", timing.timeout)
             raise ProbeError(f"missing probe handler for container {c.spec.get('name', '')}")
         except ProbeError as e:
             return Outcome("unknown", error=str(e))

@@ -2,8 +2,9 @@
 
 Built as containerd's CRI plugin builds it, because that is what Kubernetes users see: the
 default capabilities, masked and read-only paths, mounts (without ``/run``; with a read-only
-cgroupfs; the pod's ``/dev/shm`` shared), own pid and mount namespaces with the network, IPC
-and UTS namespaces joined from the sandbox's pins, devices denied but runc's defaults, no
+cgroupfs; the pod's ``/dev/shm`` shared), an own mount namespace with the network, IPC and UTS
+namespaces joined from the sandbox's pins, an own PID namespace unless the pod shares one
+(``shareProcessNamespace``: joined from its pin too), devices denied but runc's defaults, no
 rlimits (runc fails on limits above the agent's own hard limits), no swap under a memory limit.
 """
 
@@ -34,6 +35,9 @@ Json = dict[str, Any]
 
 class PodNamespaces(Protocol):
     """What a container needs of its sandbox: the pinned namespaces to join, the pod's /dev/shm."""
+
+    @property
+    def pid_ns(self) -> Path | None: ...
 
     @property
     def netns(self) -> Path: ...
@@ -185,12 +189,12 @@ def _linux(spec: ContainerSpec, layout: Layout, swap_accounting: bool) -> Json:
 
 
 def _namespaces(sandbox: PodNamespaces | None) -> list[Json]:
-    """Own pid and mount namespaces; network, IPC and UTS joined from the pod's pins."""
-    own: list[Json] = [{"type": "pid"}, {"type": "mount"}]
+    """Own mount namespace; network, IPC and UTS joined from the pod's pins; PID too when the pod shares it."""
     if sandbox is None:
-        return own + [{"type": "network"}, {"type": "ipc"}, {"type": "uts"}]
-    return own + [{"type": "network", "path": str(sandbox.netns)}, {"type": "ipc", "path": str(sandbox.ipc)},
-                  {"type": "uts", "path": str(sandbox.uts)}]
+        return [{"type": kind} for kind in ("pid", "mount", "network", "ipc", "uts")]
+    pid: Json = {"type": "pid", "path": str(sandbox.pid_ns)} if sandbox.pid_ns is not None else {"type": "pid"}
+    return [pid, {"type": "mount"}, {"type": "network", "path": str(sandbox.netns)},
+            {"type": "ipc", "path": str(sandbox.ipc)}, {"type": "uts", "path": str(sandbox.uts)}]
 
 
 def _resources(r: Resources | None, layout: Layout, swap_accounting: bool, privileged: bool = False) -> Json:

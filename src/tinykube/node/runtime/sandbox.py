@@ -1,9 +1,11 @@
-"""Pod sandboxes: a pod's network, IPC and UTS namespaces, its address, and its /etc files.
+"""Pod sandboxes: a pod's network, IPC, UTS (and shared PID) namespaces, its address, and its /etc files.
 
 No pause process: one ``unshare`` exec creates the three namespaces, sets the hostname in the
 UTS one and pins each on a file by bind mount (as CRI-O's ``pinns``); containers join them by
 path.  The pins live under ``RUN/sandboxes``, bind-mounted on itself as a private mount, which
 ``unshare`` requires and which keeps the pins from propagating into other mount namespaces.
+A pod with ``shareProcessNamespace`` also gets a PID namespace, pinned the same way and held by
+an infra process as its PID 1 (:mod:`tinykube.node.runtime.pidns`).
 
 Each sandbox is a directory, and everything needed to undo it is written there *before* the
 step it undoes (the CNI plan before ADD), so :meth:`Sandboxes.remove` works after a crash at
@@ -11,6 +13,7 @@ any point, and :meth:`Sandboxes.list` rebuilds the set after an agent restart::
 
     RUN/sandboxes/<pod uid>/
         net ipc uts              the pinned namespaces (nsfs bind mounts)
+        pid                      the shared PID namespace (shareProcessNamespace), pinned once its infra runs
         shm/                     the pod's /dev/shm (tmpfs), shared by its containers
         hosts resolv.conf hostname
         network.json             the CNI plan, then ADD's result (what DEL replays)
@@ -25,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tinykube.node.runtime import cni, mounts, proc, records
+from tinykube.node.runtime import cni, mounts, pidns, proc, records
 from tinykube.node.runtime.cni import CniConfig, NetworkPlan, PortMapping
 from tinykube.node.runtime.oci import Mount
 
@@ -72,6 +75,7 @@ class Sandbox:
     resolv_file: Path
     hostname_file: Path
     shm_dir: Path | None
+    pid_ns: Path | None = None  # the pinned PID namespace the containers share, or None: one each
 
     def mounts(self, readonly: bool = False) -> list[Mount]:
         """The /etc files every container of the pod mounts (read-only with a read-only rootfs)."""
@@ -85,7 +89,7 @@ class Sandbox:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Sandbox:
-        paths = {"netns", "ipc", "uts", "hosts_file", "resolv_file", "hostname_file", "shm_dir"}
+        paths = {"netns", "ipc", "uts", "hosts_file", "resolv_file", "hostname_file", "shm_dir", "pid_ns"}
         return cls(**{k: Path(v) if k in paths and v is not None else v for k, v in data.items()})
 
 
@@ -118,8 +122,12 @@ class Sandboxes:
         self._private = False
 
     async def create(self, pod_uid: str, hostname: str, dns: DnsConfig, hosts_entries: list[HostEntry] | None = None,
-                     *, domain: str = "", port_mappings: list[PortMapping] | None = None) -> Sandbox:
-        """The pod's sandbox, made if missing (a finished one is returned as is; a torn one redone)."""
+                     *, domain: str = "", port_mappings: list[PortMapping] | None = None,
+                     share_pid: bool = False) -> Sandbox:
+        """The pod's sandbox, made if missing (a finished one is returned as is; a torn one redone).
+
+        ``share_pid`` (``shareProcessNamespace``) adds one PID namespace for all its containers.
+        """
         existing = self.get(pod_uid)
         if existing is not None:
             return existing
@@ -130,11 +138,12 @@ class Sandboxes:
         async with contextlib.AsyncExitStack() as undo:
             undo.push_async_callback(self.remove, pod_uid)
             await _pin_namespaces(d, hostname)
+            pid_ns = await _share_pid(d / "pid") if share_pid else None
             (d / "shm").mkdir()
             mounts.mount("tmpfs", d / "shm", "tmpfs", SHM_FLAGS, SHM_OPTIONS)
             attachment = await self._attach(d, pod_uid, port_mappings or [])
             sandbox = Sandbox(pod_uid, hostname, d / "net", d / "ipc", d / "uts", attachment.ip, attachment.gateway,
-                              d / "hosts", d / "resolv.conf", d / "hostname", d / "shm")
+                              d / "hosts", d / "resolv.conf", d / "hostname", d / "shm", pid_ns)
             sandbox.hosts_file.write_text(hosts_content(sandbox.ip, hostname, domain, hosts_entries))
             sandbox.resolv_file.write_text(resolv_content(dns))
             sandbox.hostname_file.write_text(hostname + "\n")
@@ -152,6 +161,7 @@ class Sandboxes:
         network = records.read(d / "network.json")
         if network is not None:
             await cni.delete(self.cni.bin_dir, NetworkPlan.from_json(network["plan"]), network.get("result"))
+        await pidns.remove(d / "pid")
         for name in ("shm", "net", "ipc", "uts"):
             mounts.unmount(d / name)
         shutil.rmtree(d)
@@ -200,6 +210,15 @@ async def _pin_namespaces(d: Path, hostname: str) -> None:
     for name in ("net", "ipc", "uts"):
         (d / name).touch()  # a bind mount needs an existing target
     await _run(UNSHARE, f"--net={d / 'net'}", f"--ipc={d / 'ipc'}", f"--uts={d / 'uts'}", HOSTNAME, hostname)
+
+
+async def _share_pid(pin: Path) -> Path:
+    """The pod's PID namespace, pinned on ``pin`` with its infra process running."""
+    try:
+        await pidns.create(pin)
+    except OSError as e:
+        raise SandboxError(f"shared PID namespace ({' '.join(pidns.INFRA)}): {e}") from e
+    return pin
 
 
 async def _run(*args: str, stdin: bytes | None = None) -> None:
