@@ -1,4 +1,5 @@
-"""``tinykube up`` with a real node agent, for the tests that run real containers.
+"""``tinykube up`` with a real node agent, for the tests that run real containers; or, to kill and
+restart the agent alone, ``tinykube server`` and a separate ``tinykube node`` process.
 
 Each node gets its own data dir, a short run dir (conmon's socket paths must fit 108 bytes), its
 own bridge and kubelet port, and the local test registry as its docker.io mirror.  Teardown
@@ -17,9 +18,10 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.e2e.cluster import Cluster, free_port
+from tests.e2e.cluster import REPO, TINYKUBE, Cluster, free_port
 from tests.hoststate import HostSnapshot
 from tests.registry import LocalRegistry
 from tinykube.node.runtime import cgroups, mounts
@@ -31,7 +33,7 @@ NO_UPSTREAM = "127.0.0.1:9"  # names outside the cluster are forwarded to loopba
 
 def start_node_cluster(base: Path, registry: LocalRegistry) -> tuple[Cluster, Path]:
     data = base / "data"
-    registry.mirror_docker_io(data / "registries")
+    registry.mirror_registries(data / "registries")
     run_dir = Path(tempfile.mkdtemp(prefix="tk-", dir="/run"))
     cluster = Cluster(data, command="up", extra_args=(
         "--run-dir", str(run_dir), "--bridge", BRIDGE, "--kubelet-port", str(free_port()), "--node-name", "node-1",
@@ -40,7 +42,48 @@ def start_node_cluster(base: Path, registry: LocalRegistry) -> tuple[Cluster, Pa
     return cluster, run_dir
 
 
-def stop_node_cluster(cluster: Cluster, run_dir: Path) -> None:
+@dataclass
+class NodeProcess:
+    """A ``tinykube node`` joined to a separate server, killed and restarted by PID."""
+
+    cluster: Cluster
+    data_dir: Path
+    run_dir: Path
+    name: str = "node-1"
+    kubelet_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        token = (self.cluster.data_dir / "token").read_text().strip()
+        log = open(self.data_dir.parent / f"node-{self.kubelet_port}.log", "ab")
+        self.proc = subprocess.Popen(
+            [*TINYKUBE, "node", "--server", self.cluster.url, "--token", token, "--data-dir", str(self.data_dir),
+             "--run-dir", str(self.run_dir), "--bridge", BRIDGE, "--kubelet-port", str(self.kubelet_port),
+             "--node-name", self.name, "--dns-upstream", NO_UPSTREAM], stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no orderly stop, so the containers, proxy rules and DNS address stay behind."""
+        if self.alive():
+            assert self.proc is not None
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if not self.alive():
+            return
+        assert self.proc is not None
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def stop_node_cluster(cluster: Cluster, run_dir: Path, agent: NodeProcess | None = None) -> None:
     """Everything goes, even after a failed test or a crashed agent."""
     uids: set[str] = set()
     try:
@@ -50,8 +93,10 @@ def stop_node_cluster(cluster: Cluster, run_dir: Path) -> None:
             cluster.kubectl("delete", "pods", "--all", "-A", "--grace-period=0", "--force", "--timeout=60s", check=False)
             _wait_torn_down(run_dir)
     finally:
+        if agent is not None:
+            agent.stop()
         cluster.stop()
-        _remove_leftovers(run_dir, cluster.data_dir, uids)
+        _remove_leftovers(run_dir, agent.data_dir if agent is not None else cluster.data_dir, uids)
 
 
 def _sandboxes(run_dir: Path) -> set[str]:
@@ -103,4 +148,27 @@ def node_cluster_fixture(base: Path, registry: LocalRegistry) -> Iterator[Cluste
             yield cluster
         finally:
             stop_node_cluster(cluster, run_dir)
+            snapshot.restore()
+
+
+def split_node_cluster_fixture(base: Path, registry: LocalRegistry,
+                               server_args: tuple[str, ...] = ()) -> Iterator[tuple[Cluster, NodeProcess]]:
+    """``tinykube server`` plus a ``tinykube node`` process, under the same host lock and teardown as
+    :func:`node_cluster_fixture`.  An agent a failed test left dead is started again first, so it
+    tears its pods down and removes its proxy rules in an orderly stop."""
+    with open(LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        snapshot = HostSnapshot((BRIDGE,))
+        cluster = Cluster(base / "server", extra_args=server_args)
+        agent = NodeProcess(cluster, base / "node", Path(tempfile.mkdtemp(prefix="tk-", dir="/run")))
+        registry.mirror_registries(agent.data_dir / "registries")
+        try:
+            cluster.start()
+            agent.start()
+            yield cluster, agent
+        finally:
+            if cluster.proc is not None and cluster.proc.poll() is None and not agent.alive():
+                agent.start()
+                time.sleep(2.0)  # registered and listing its pods before they are deleted
+            stop_node_cluster(cluster, agent.run_dir, agent)
             snapshot.restore()

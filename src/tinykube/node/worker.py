@@ -24,6 +24,7 @@ from tinykube.client.clock import now
 from tinykube.client.events import EventRecorder, reference
 from tinykube.client.rest import Client, path
 from tinykube.node import hooks, podstatus, security
+from tinykube.node.eviction import Eviction, evicted_status
 from tinykube.node.launch import Launcher, LaunchError, exit_reason, field_path, termination_message
 from tinykube.node.podstatus import Observed, PodObservation
 from tinykube.node.probes import Prober
@@ -81,6 +82,7 @@ class PodWorker:
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _killed: bool = False
     _last_status: Obj | None = None
+    _last_version: int = 0  # resourceVersion our last status write produced
     _pod_ip: str = ""
     _start_time: str = ""
     _initialized: bool = False  # sticky once every init container is done (as the Initialized condition)
@@ -88,6 +90,8 @@ class PodWorker:
     _refresh_due: bool = False  # re-project ConfigMap/Secret/projected volumes on the next sync
     _rejected: bool = False  # refused by node admission: nothing runs
     _gone: bool = False  # the API object is already deleted: nothing to remove there
+    _eviction: Eviction | None = None  # set by the eviction manager: the pod is killed and Failed, never restarted
+    _evicted: asyncio.Event = field(default_factory=asyncio.Event)  # the eviction is done (or the worker ended)
     _done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def update(self, pod: Obj | None, deleted: bool = False) -> None:
@@ -98,6 +102,19 @@ class PodWorker:
             self.pod = pod
         self._gone = self._gone or deleted
         self._wake.set()
+
+    @property
+    def active(self) -> bool:
+        """Whether the pod may still run here (the kubelet's active pods: the ones eviction considers)."""
+        phase = ((self.pod or {}).get("status") or {}).get("phase")
+        return (self.pod is not None and not (self._killed or self._rejected) and self._eviction is None
+                and phase not in podstatus.TERMINAL_PHASES)
+
+    async def evict(self, eviction: Eviction) -> None:
+        """The eviction manager's kill; returns once the containers are gone and Failed is written."""
+        self._eviction = self._eviction or eviction
+        self._wake.set()
+        await self._evicted.wait()
 
     def refresh_volumes(self) -> None:
         """A ConfigMap or Secret the pod mounts changed: re-project its volumes on the next sync."""
@@ -132,6 +149,10 @@ class PodWorker:
         if ip:
             self._start_time = self._start_time or (self.pod or {}).get("status", {}).get("startTime", "")
         self._initialized = any(r.kind == "app" for r in self.records.values())
+        status = (self.pod or {}).get("status") or {}
+        if status.get("phase") == "Failed" and status.get("reason") == "Evicted":  # evicted before a restart
+            self._eviction = Eviction(status.get("message", ""))
+            self._evicted.set()
 
     async def run(self) -> None:
         """Sync on every wake until the pod is terminated and its resources are gone."""
@@ -148,6 +169,7 @@ class PodWorker:
                     log.warning("sync of pod %s failed: %s", self.uid, e)
                     asyncio.get_running_loop().call_later(1.0, self._wake.set)
         finally:
+            self._evicted.set()
             self._done.set()
 
     # --- sync -----------------------------------------------------------------------------
@@ -155,6 +177,9 @@ class PodWorker:
     async def _sync(self) -> None:
         pod = self.pod
         assert pod is not None
+        if self._eviction is not None:
+            await self._evict(pod, self._eviction)
+            return
         if self._rejected or await self._reject(pod):
             return
         if self._deadline_passed(pod):
@@ -177,6 +202,19 @@ class PodWorker:
             await asyncio.gather(*(self._sync_container(pod, c, "sidecar") for c in sidecars),
                                  *(self._sync_container(pod, c, "app") for c in pod["spec"]["containers"]))
         await self._write_status()
+
+    async def _evict(self, pod: Obj, eviction: Eviction) -> None:
+        """Stop every container within the eviction's grace period, free the pod's disk (containers,
+        volumes, logs, as the kubelet removes an evicted pod's content), then write Failed/Evicted."""
+        if self._evicted.is_set():
+            return
+        self._announce_stop(pod)
+        await self.ctx.launcher.teardown(self.uid, [r.runtime_id for r in self.records.values() if r.runtime_id],
+                                         eviction.grace_seconds)
+        await self.ctx.volumes.teardown(self.uid)
+        self.pod = {**pod, "status": evicted_status(pod.get("status") or {}, eviction)}
+        await self._write_status()
+        self._evicted.set()
 
     def _arm_deadline(self, pod: Obj) -> None:
         """Wake when ``activeDeadlineSeconds`` runs out (counted from the pod's start)."""
@@ -377,7 +415,7 @@ class PodWorker:
 
     def _arm_backoff(self, record: ContainerRecord) -> None:
         pod = self.pod
-        if pod is None or not self._should_restart(pod, record):
+        if pod is None or self._eviction is not None or not self._should_restart(pod, record):
             return
         if time.monotonic() - record.running_since > BACKOFF_RESET:
             record.backoff = 0.0
@@ -407,7 +445,7 @@ class PodWorker:
                              podstatus.transition_times(previous),
                              [r.observed for r in self._observed(pod, inits)], self._initialized)
         status = podstatus.pod_status(pod, obs, now())
-        if status == self._last_status:
+        if status == self._last_status and not self._overwritten(pod, status):
             return
         try:
             updated = await self.ctx.client.patch(path(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"], "status"),
@@ -418,8 +456,18 @@ class PodWorker:
                 return
             raise
         self._last_status = status
+        self._last_version = int((updated.get("metadata") or {}).get("resourceVersion") or 0)
         if not self._killed:
             self.pod = updated
+
+    def _overwritten(self, pod: Obj, status: Obj) -> bool:
+        """Whether someone else changed a condition this agent owns since its last write (the node
+        lifecycle controller marks the pods of a node it lost touch with not Ready): then the status
+        is written again, as the kubelet's status manager reconciles.  Versions older than our own
+        write are stale watch events, not news."""
+        if int(pod["metadata"].get("resourceVersion") or 0) <= self._last_version:
+            return False
+        return _owned_conditions(pod.get("status") or {}) != _owned_conditions(status)
 
     def _observed(self, pod: Obj, containers: list[Obj]) -> list[ContainerRecord]:
         """Records of ``containers`` (readiness from the prober); those not started yet wait."""
@@ -439,18 +487,23 @@ class PodWorker:
         if pod is not None:
             grace = int(pod["metadata"].get("deletionGracePeriodSeconds",
                                             pod["spec"].get("terminationGracePeriodSeconds", 30)))
-        running = [r for r in self.records.values() if r.observed.state == "running"]
-        for record in running:
-            self.ctx.prober.stop(record.runtime_id, ("liveness", "startup"))
-            if pod is not None:
-                self.ctx.recorder.record(reference(pod, field_path(pod, record.observed.name)), "Normal",
-                                         "Killing", f"Stopping container {record.observed.name}")
+        running = self._announce_stop(pod)
         if pod is not None and running:
             grace = min(await asyncio.gather(*(self._pre_stop(pod, r, grace) for r in running)))
         await self.ctx.launcher.teardown(self.uid, [r.runtime_id for r in self.records.values() if r.runtime_id], grace)
         await self.ctx.volumes.teardown(self.uid)
         if pod is not None and not self._gone:
             await self._remove_object(pod)
+
+    def _announce_stop(self, pod: Obj | None) -> list[ContainerRecord]:
+        """The running containers, their liveness probes stopped and a Killing event each."""
+        running = [r for r in self.records.values() if r.observed.state == "running"]
+        for record in running:
+            self.ctx.prober.stop(record.runtime_id, ("liveness", "startup"))
+            if pod is not None:
+                self.ctx.recorder.record(reference(pod, field_path(pod, record.observed.name)), "Normal",
+                                         "Killing", f"Stopping container {record.observed.name}")
+        return running
 
     async def _pre_stop(self, pod: Obj, record: ContainerRecord, grace: int) -> int:
         """Run a container's preStop hook within the grace period; the grace left for the stop."""
@@ -472,6 +525,12 @@ class PodWorker:
         except ApiError as e:
             if e.code not in (404, 409):
                 raise
+
+
+def _owned_conditions(status: Obj) -> dict[str, str]:
+    """type -> status of the conditions the kubelet writes."""
+    return {c["type"]: c.get("status", "") for c in status.get("conditions") or []
+            if c.get("type") in podstatus.KUBELET_CONDITIONS}
 
 
 def _init_done(o: Observed, kind: str) -> bool:
