@@ -3,21 +3,25 @@
 Starts ``tinykube server`` in a temporary data dir and, as the baseline in the same run, a bare
 aiohttp TLS server that answers every request with a stored pod (the cost of HTTP + TLS +
 Python with no API logic).  Prints p50/p99 for GET pod, LIST 1,000 pods (JSON and Table),
-create pod (1 client and 16 concurrent), write-to-watch-event latency, and idle RSS.
+create pod (1 client and 16 concurrent), write-to-watch-event latency, and idle RSS.  With
+``--store etcd`` a second server on a single-member etcd (tests/etcd.py, on /dev/shm) is
+measured in the same run, its rows printed beside the SQLite server's.
 
-    .venv/bin/python bench/api.py [--pods 1000] [--creates 1000]
+    .venv/bin/python bench/api.py [--pods 1000] [--creates 1000] [--store etcd]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import ssl
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -25,6 +29,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.e2e.cluster import Cluster, free_port  # noqa: E402
+from tests.etcd import etcd_cluster  # noqa: E402
 
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
 BASELINE = r"""
@@ -124,41 +129,64 @@ async def measure(target: Target, label: str, pods: int, count: int) -> None:
           f" | create 1 client {rate1:6.0f}/s (p50 {pct(single, .5):.2f} ms) 16 clients {rate16:6.0f}/s", flush=True)
 
 
+@dataclass
+class Server:
+    label: str
+    cluster: Cluster
+    etcd_pid: int | None = None  # the etcd member it stores in, if any
+
+
+def start_servers(tmp: Path, store: str, stack: contextlib.ExitStack) -> list[Server]:
+    """The SQLite server, and with ``--store etcd`` one on a single-member etcd (on /dev/shm) beside it."""
+    servers = [Server("tinykube", Cluster(tmp / "data"))]
+    if store == "etcd":
+        etcd = stack.enter_context(etcd_cluster(1))
+        (tmp / "etcd").mkdir()
+        assert etcd.members[0].proc is not None
+        servers.append(Server("tk-etcd", Cluster(tmp / "etcd" / "data", extra_args=("--store", "etcd://" + etcd.endpoints[0])),
+                              etcd.members[0].proc.pid))
+    for server in servers:
+        stack.callback(server.cluster.stop)
+        server.cluster.start()
+    return servers
+
+
+def rss_line(when: str, servers: list[Server]) -> str:
+    parts = [f"{s.label} server {rss_mb(s.cluster.proc.pid):.1f} MB" for s in servers]  # type: ignore[union-attr]
+    parts += [f"its etcd {rss_mb(s.etcd_pid):.1f} MB" for s in servers if s.etcd_pid is not None]
+    return f"{when}: " + ", ".join(parts)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pods", type=int, default=1000)
     parser.add_argument("--creates", type=int, default=500)
+    parser.add_argument("--store", choices=("sqlite", "etcd"), default="sqlite",
+                        help="etcd: also measure a server on a 1-member etcd, its rows beside SQLite's (default %(default)s)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        cluster = Cluster(Path(tmp) / "data")
-        cluster.start()
-        baseline = None
-        try:
-            await asyncio.sleep(2)
-            idle = rss_mb(cluster.proc.pid)  # type: ignore[union-attr]
-            tls = cluster.data_dir / "tls"
-            pod_file = Path(tmp) / "pod.json"
-            pod_file.write_bytes(orjson.dumps(pod("baseline")))
-            port = free_port()
-            baseline = subprocess.Popen([sys.executable, "-c", BASELINE, str(tls), str(port), str(pod_file)])
-            await asyncio.sleep(1.5)
-            base_rss = rss_mb(baseline.pid)
-            print(f"idle RSS: tinykube server {idle:.1f} MB (target <= 80) | baseline bare aiohttp TLS server {base_rss:.1f} MB")
-            base = Target(f"https://127.0.0.1:{port}", tls)
-            await measure(base, "baseline", args.pods, args.creates)
-            await base.session.close()
-            tk = Target(cluster.url, tls)
-            await measure(tk, "tinykube", args.pods, args.creates)
-            lat = await watch_latency(tk, 300)
-            print(f"write-to-watch event: p50 {pct(lat, .5):.2f} ms p99 {pct(lat, .99):.2f} ms (target p99 <= 10 ms;"
-                  f" includes the write's own round trip)")
-            await tk.session.close()
-            print(f"RSS after load: tinykube server {rss_mb(cluster.proc.pid):.1f} MB")  # type: ignore[union-attr]
-        finally:
-            if baseline is not None:
-                baseline.terminate()
-                baseline.wait()
-            cluster.stop()
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        servers = start_servers(Path(tmp), args.store, stack)
+        await asyncio.sleep(2)
+        tls = servers[0].cluster.data_dir / "tls"
+        pod_file = Path(tmp) / "pod.json"
+        pod_file.write_bytes(orjson.dumps(pod("baseline")))
+        port = free_port()
+        baseline = subprocess.Popen([sys.executable, "-c", BASELINE, str(tls), str(port), str(pod_file)])
+        stack.callback(lambda: (baseline.terminate(), baseline.wait()))
+        await asyncio.sleep(1.5)
+        print(rss_line("idle RSS (target <= 80 MB)", servers) + f" | baseline bare aiohttp TLS server {rss_mb(baseline.pid):.1f} MB")
+        base = Target(f"https://127.0.0.1:{port}", tls)
+        await measure(base, "baseline", args.pods, args.creates)
+        await base.session.close()
+        targets = [(s.label, Target(s.cluster.url, s.cluster.data_dir / "tls")) for s in servers]
+        for label, target in targets:
+            await measure(target, label, args.pods, args.creates)
+        for label, target in targets:
+            lat = await watch_latency(target, 300)
+            print(f"{label:>9} | write-to-watch event: p50 {pct(lat, .5):.2f} ms p99 {pct(lat, .99):.2f} ms"
+                  " (target p99 <= 10 ms; includes the write's own round trip)")
+            await target.session.close()
+        print(rss_line("RSS after load", servers))
 
 
 if __name__ == "__main__":

@@ -136,23 +136,24 @@ def _alt_names(names: list[str]) -> list[x509.GeneralName]:
     return out
 
 
-def serving_names(bind: str) -> list[str]:
+def serving_names(bind: str, advertise: str = "") -> list[str]:
     """Every name a client may use for the API server, as kube-apiserver's serving cert lists them."""
     names = ["127.0.0.1", "::1", "localhost", socket.gethostname(), SERVICE_IP, "kubernetes", "kubernetes.default",
              "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
-    if bind not in ("0.0.0.0", "::", "127.0.0.1"):
-        names.append(bind)
+    for address in (bind, advertise):
+        if address not in ("", "0.0.0.0", "::", *names):
+            names.append(address)
     return names
 
 
-def ensure(directory: str, bind: str) -> Pki:
+def ensure(directory: str, bind: str, advertise: str = "") -> Pki:
     """Create whatever part of the PKI is missing; existing files are kept."""
     os.makedirs(directory, mode=0o700, exist_ok=True)
     pki = Pki(directory)
     if not os.path.exists(pki.ca_cert):
         _create_ca(pki)
     if not os.path.exists(pki.serving_cert):
-        issue(pki, "kube-apiserver", [], server_names=serving_names(bind), cert_path=pki.serving_cert,
+        issue(pki, "kube-apiserver", [], server_names=serving_names(bind, advertise), cert_path=pki.serving_cert,
               key_path=pki.serving_key)
     if not os.path.exists(pki.admin_cert):
         issue(pki, "system:admin", ["system:masters"], cert_path=pki.admin_cert, key_path=pki.admin_key)
@@ -162,6 +163,41 @@ def ensure(directory: str, bind: str) -> Pki:
     if not os.path.exists(pki.service_account_key):
         _write(pki.service_account_key, _key_pem(_new_key()), private=True)
     return pki
+
+
+def _shared_paths(pki: Pki) -> dict[str, str]:
+    return {os.path.basename(path): path for path in (pki.ca_cert, pki.ca_key, pki.service_account_key)}
+
+
+def shared(pki: Pki) -> dict[str, str]:
+    """What every API server of one cluster must have the same of: the CA and the service-account key (PEM by file name)."""
+    return {name: _text(path) or "" for name, path in _shared_paths(pki).items()}
+
+
+def adopt(pki: Pki, files: dict[str, str]) -> bool:
+    """Make ``files`` (another server's :func:`shared`) this directory's; True if anything changed.
+
+    Certificates signed by a CA other than the adopted one are removed, for :func:`ensure` to issue again.
+    """
+    os.makedirs(pki.directory, mode=0o700, exist_ok=True)
+    paths = _shared_paths(pki)
+    changed = [path for name, path in paths.items() if _text(path) != files[name]]
+    for path in changed:
+        _write(path, files[os.path.basename(path)].encode(), private=path.endswith(".key"))
+    if pki.ca_cert in changed:
+        for leaf in (pki.serving_cert, pki.serving_key, pki.admin_cert, pki.admin_key, pki.kubelet_client_cert,
+                     pki.kubelet_client_key):
+            if os.path.exists(leaf):
+                os.remove(leaf)
+    return bool(changed)
+
+
+def _text(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
 
 
 def load_key(path: str) -> ec.EllipticCurvePrivateKey:

@@ -216,20 +216,31 @@ def test_advertise_address_refuses_what_endpoints_validation_refuses() -> None:
 
 
 def test_master_endpoints_and_slice() -> None:
-    endpoints = master_endpoints("192.0.2.7", 6443, None)
+    endpoints = master_endpoints(["192.0.2.7"], 6443, None)
     assert endpoints == {"apiVersion": "v1", "kind": "Endpoints",
                          "metadata": {"name": "kubernetes", "namespace": "default", "labels": {SKIP_MIRROR: "true"}},
                          "subsets": [{"addresses": [{"ip": "192.0.2.7"}],
                                       "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}]}]}
-    assert master_endpoints("192.0.2.7", 6443, endpoints) is None
-    empty = master_endpoints(None, 6443, endpoints)
+    assert master_endpoints(["192.0.2.7"], 6443, endpoints) is None
+    empty = master_endpoints([], 6443, endpoints)
     assert empty is not None and "subsets" not in empty
-    endpoint_slice = master_slice("192.0.2.7", 6443, None)
+    endpoint_slice = master_slice(["192.0.2.7"], 6443, None)
     assert endpoint_slice is not None and endpoint_slice["metadata"]["labels"] == {SERVICE_NAME: "kubernetes"}
     assert endpoint_slice["endpoints"] == [{"addresses": ["192.0.2.7"], "conditions": {"ready": True}}]
-    assert master_slice("192.0.2.7", 6443, endpoint_slice) is None
-    without = master_slice(None, 6443, None)
+    assert master_slice(["192.0.2.7"], 6443, endpoint_slice) is None
+    without = master_slice([], 6443, None)
     assert without is not None and without["endpoints"] is None
+
+
+def test_master_endpoints_list_every_live_api_server_in_one_sorted_subset() -> None:
+    endpoints = master_endpoints(["192.0.2.9", "192.0.2.10"], 6443, None)
+    assert endpoints is not None
+    assert endpoints["subsets"] == [{"addresses": [{"ip": "192.0.2.10"}, {"ip": "192.0.2.9"}],
+                                     "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}]}]
+    assert master_endpoints(["192.0.2.10"], 6443, endpoints) is not None  # one server gone: rewritten
+    endpoint_slice = master_slice(["192.0.2.9", "192.0.2.10"], 6443, None)
+    assert endpoint_slice is not None and [e["addresses"] for e in endpoint_slice["endpoints"]] == [
+        ["192.0.2.10"], ["192.0.2.9"]]
 
 
 # --- printing -------------------------------------------------------------------------------------

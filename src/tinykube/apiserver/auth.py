@@ -95,7 +95,12 @@ def load_or_create_token(path: str, ca_pem: bytes) -> str:
         with open(path) as f:
             return f.read().strip()
     token = pki.join_token(ca_pem, secrets.token_hex(24))
+    save_token(path, token)
+    return token
+
+
+def save_token(path: str, token: str) -> None:
+    """Write the join token file, readable by its owner only."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
-    return token

@@ -10,9 +10,10 @@ Three upstream components share one set of watches here:
   ``<service>-<random>``, owned by the Service, labelled ``kubernetes.io/service-name`` and
   ``endpointslice.kubernetes.io/managed-by``, one group of slices per set of ports, each
   endpoint carrying ready/serving/terminating conditions, a placeholder slice when there is none;
-- kube-apiserver's endpoint reconciler for the ``kubernetes`` Service in ``default``: the API
-  server's own address.  Endpoints validation refuses loopback addresses, so an API server bound
-  to loopback (the default) publishes the objects without any address.
+- kube-apiserver's lease endpoint reconciler for the ``kubernetes`` Service in ``default``: the
+  address of every live API server (``masters``, from their leases in the store), reconciled
+  on every change of the objects and every 10 s.  Endpoints validation refuses loopback
+  addresses, so API servers bound to loopback (the default) publish the objects without any.
 
 Everything is watch-driven: a pod's readiness flip enqueues the Services selecting it and the
 sync writes within milliseconds.  The decisions are pure functions; the sync functions re-read
@@ -32,6 +33,7 @@ import ipaddress
 import logging
 import socket
 import struct
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +64,7 @@ LEADER_ANNOTATION = "control-plane.alpha.kubernetes.io/leader"
 ZONE = "topology.kubernetes.io/zone"
 MAX_ENDPOINTS_PER_SLICE = 100  # kube-controller-manager's --max-endpoints-per-slice default
 MASTER = "default/kubernetes"
+MASTER_INTERVAL = 10.0  # seconds between reconciles of the kubernetes Endpoints (kube-apiserver's)
 WORKERS = 4
 PRIME_RETRY = 1.0  # seconds between attempts to load the cluster before the first sync
 
@@ -676,9 +679,13 @@ def advertise_address(bind: str) -> str | None:
     return str(ip)
 
 
-def master_endpoints(ip: str | None, port: int, current: Obj | None) -> Obj | None:
-    """The ``kubernetes`` Endpoints as the endpoint reconciler writes them, or None if ``current`` is."""
-    subsets = [{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}] if ip else []
+def master_endpoints(ips: list[str], port: int, current: Obj | None) -> Obj | None:
+    """The ``kubernetes`` Endpoints as the lease endpoint reconciler writes them, or None if ``current`` is.
+
+    One subset: every live API server's address (sorted, as ``RepackSubsets`` leaves them) and the port.
+    """
+    addresses = [{"ip": ip} for ip in sorted(ips)]
+    subsets = [{"addresses": addresses, "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}] if ips else []
     labels = {SKIP_MIRROR: "true"}
     if current is not None and (current.get("subsets") or []) == subsets and _meta(current).get("labels") == labels:
         return None
@@ -689,9 +696,9 @@ def master_endpoints(ip: str | None, port: int, current: Obj | None) -> Obj | No
     return new
 
 
-def master_slice(ip: str | None, port: int, current: Obj | None) -> Obj | None:
+def master_slice(ips: list[str], port: int, current: Obj | None) -> Obj | None:
     """The ``kubernetes`` EndpointSlice of the endpoints adapter, or None if ``current`` is it."""
-    endpoints = [{"addresses": [ip], "conditions": {"ready": True}}] if ip else None
+    endpoints = [{"addresses": [ip], "conditions": {"ready": True}} for ip in sorted(ips)] or None
     ports = [{"name": "https", "port": port, "protocol": "TCP"}]
     labels = {SERVICE_NAME: "kubernetes"}
     if current is not None and (current.get("endpoints") or None) == endpoints and current.get("ports") == ports \
@@ -701,7 +708,7 @@ def master_slice(ip: str | None, port: int, current: Obj | None) -> Obj | None:
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"name": "kubernetes", "namespace": "default"}}
     new["metadata"]["labels"] = labels
-    new.update({"addressType": "IPv6" if ip and _is_ipv6(ip) else "IPv4", "endpoints": endpoints, "ports": ports})
+    new.update({"addressType": "IPv6" if ips and _is_ipv6(ips[0]) else "IPv4", "endpoints": endpoints, "ports": ports})
     return new
 
 
@@ -721,13 +728,16 @@ def _relevant(pod: Obj) -> tuple[Any, ...]:
 class EndpointsController:
     """Endpoints and EndpointSlices of every Service with a selector, and the ``kubernetes`` ones.
 
-    ``apiserver_bind`` and ``apiserver_port`` are the API server's ``--bind`` and ``--port``.
+    ``apiserver_bind`` and ``apiserver_port`` are the API server's ``--bind`` and ``--port``;
+    ``masters`` lists the addresses of every live API server (by default: this one's, if any).
     """
 
-    def __init__(self, client: Client, apiserver_bind: str = "127.0.0.1", apiserver_port: int = 6443):
+    def __init__(self, client: Client, apiserver_bind: str = "127.0.0.1", apiserver_port: int = 6443,
+                 masters: Callable[[], Awaitable[list[str]]] | None = None):
         self.client = client
         self.master_ip = advertise_address(apiserver_bind)
         self.master_port = apiserver_port
+        self.masters = masters or self._own_address
         self.services: dict[str, Obj] = {}
         self.pods: dict[str, Obj] = {}
         self.nodes: dict[str, Obj] = {}
@@ -748,7 +758,17 @@ class EndpointsController:
             list_and_watch(self.client, path(NODES), self._on_node),
             list_and_watch(self.client, path(ENDPOINTS), self._on_endpoints),
             list_and_watch(self.client, path(SLICES), self._on_slice),
-            self.endpoints_queue.run(WORKERS), self.slices_queue.run(WORKERS), self.master_queue.run())
+            self.endpoints_queue.run(WORKERS), self.slices_queue.run(WORKERS), self.master_queue.run(),
+            self._reconcile_masters_periodically())
+
+    async def _own_address(self) -> list[str]:
+        return [self.master_ip] if self.master_ip else []
+
+    async def _reconcile_masters_periodically(self) -> None:
+        """The reconciler's interval: API servers come and go without any watch event."""
+        while True:
+            await asyncio.sleep(MASTER_INTERVAL)
+            self.master_queue.add(MASTER)
 
     async def _prime(self) -> None:
         """Load Services, pods and nodes before the first sync (``WaitForCacheSync``): a sync on an
@@ -908,11 +928,12 @@ class EndpointsController:
     async def sync_master(self, key: str) -> None:
         """The API server's reconciler: the ``kubernetes`` Endpoints and EndpointSlice."""
         current = await self._get(path(ENDPOINTS, "default", "kubernetes"))
-        endpoints = master_endpoints(self.master_ip, self.master_port, current)
+        ips = await self.masters()
+        endpoints = master_endpoints(ips, self.master_port, current)
         if endpoints is not None:
             await self._write(path(ENDPOINTS, "default"), "kubernetes", endpoints, current is None)
         current = await self._get(path(SLICES, "default", "kubernetes"))
-        endpoint_slice = master_slice(self.master_ip, self.master_port, current)
+        endpoint_slice = master_slice(ips, self.master_port, current)
         if endpoint_slice is not None:
             await self._write(path(SLICES, "default"), "kubernetes", endpoint_slice, current is None)
 
