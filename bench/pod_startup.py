@@ -7,6 +7,12 @@ first write (aiohttp with the admin client certificate, like ``bench/api.py``):
 
 * **create → Running**: from sending the POST to the first watch event with phase Running and
   the container running; N sequential pods, each deleted (grace 0) before the next is created.
+* **the same for richer pods**, N each, interleaved with the plain ones and printed beside them:
+  the tutorial's sidecar pod (``examples/web-app.yaml``: nginx and busybox sharing an emptyDir)
+  and a busybox pod mounting a ConfigMap, a Secret and a projected ServiceAccount token.  Their
+  images are pulled by the warm-ups, and the ConfigMap and Secret exist before the first of them.
+  Also the tutorial's ``resource-pod`` (nginx with requests and limits) beside the same pod without
+  its resources: what enforcing limits (cgroup settings, QoS placement) costs a pod's start.
 * **delete → DELETED**: from sending DELETE (gracePeriodSeconds=0) to the DELETED event; and,
   beside it, until the node has torn the sandbox down (its directory under the run dir is gone),
   awaited in the background so that a slow teardown does not hold up the next pod.
@@ -27,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import os
 import shutil
 import ssl
@@ -40,18 +47,23 @@ from typing import Any
 
 import aiohttp
 import orjson
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from floor import runtime_floor  # noqa: E402
 from tests.e2e.cluster import Cluster  # noqa: E402
-from tests.e2e.nodes import BRIDGE, start_node_cluster, stop_node_cluster  # noqa: E402
+from tests.e2e.nodes import BRIDGE, LOCK, start_node_cluster, stop_node_cluster  # noqa: E402
 from tests.hoststate import HostSnapshot, link_exists  # noqa: E402
 from tests.registry import LocalRegistry, build_test_images  # noqa: E402
 
 NS = "default"
 PODS = f"/api/v1/namespaces/{NS}/pods"
+CONFIGMAPS = f"/api/v1/namespaces/{NS}/configmaps"
+SECRETS = f"/api/v1/namespaces/{NS}/secrets"
 IMAGE = "busybox:1.36"
+WEB_APP = Path(__file__).resolve().parents[1] / "examples" / "web-app.yaml"  # the tutorial's sidecar pod
+RESOURCE_POD = WEB_APP.with_name("resource-pod.yaml")  # the tutorial's requests and limits
 WAIT = 60.0  # seconds any one watch event may take before the run gives up
 TEARDOWN_WAIT = 120.0  # seconds for the node to tear a deleted pod down (its grace period included)
 SETTLE = 1.0  # seconds for memory to settle before PSS is read
@@ -59,11 +71,54 @@ PODMAN_REFERENCE_MS = 260  # `podman kube play`, as measured on this machine per
 
 Obj = dict[str, Any]
 Predicate = Callable[[str, Obj], bool]
+Manifest = Callable[[str], Obj]
 
 
 def pod(name: str) -> Obj:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "bench"}},
             "spec": {"containers": [{"name": "main", "image": IMAGE, "command": ["sleep", "3600"]}]}}
+
+
+def example(manifest: Path, name: str) -> Obj:
+    """One of the tutorial's manifests under ``examples/``, renamed."""
+    doc: Obj = yaml.safe_load(manifest.read_text())
+    doc["metadata"]["name"] = name
+    return doc
+
+
+def sidecar_pod(name: str) -> Obj:
+    """The tutorial's ``web-app``: nginx:1.14.2 and a busybox log writer sharing an emptyDir."""
+    return example(WEB_APP, name)
+
+
+def volumes_pod(name: str) -> Obj:
+    """The plain pod with a ConfigMap, a Secret and a projected ServiceAccount token mounted."""
+    doc = pod(name)
+    doc["spec"]["volumes"] = [
+        {"name": "config", "configMap": {"name": "bench-config"}},
+        {"name": "secret", "secret": {"secretName": "bench-secret"}},
+        {"name": "token", "projected": {"sources": [
+            {"serviceAccountToken": {"path": "token", "audience": "bench", "expirationSeconds": 3600}}]}}]
+    doc["spec"]["containers"][0]["volumeMounts"] = [
+        {"name": "config", "mountPath": "/etc/config"}, {"name": "secret", "mountPath": "/etc/secret", "readOnly": True},
+        {"name": "token", "mountPath": "/var/run/secrets/tokens", "readOnly": True}]
+    return doc
+
+
+def resource_pod(name: str) -> Obj:
+    """The tutorial's ``resource-pod``: nginx with cpu, memory and ephemeral-storage requests and limits."""
+    return example(RESOURCE_POD, name)
+
+
+def unlimited_pod(name: str) -> Obj:
+    """``resource-pod`` without its resources: what enforcing them is measured against."""
+    doc = resource_pod(name)
+    del doc["spec"]["containers"][0]["resources"]
+    return doc
+
+
+KINDS: dict[str, Manifest] = {"plain": pod, "sidecar": sidecar_pod, "volumes": volumes_pod,
+                              "unlimited": unlimited_pod, "resources": resource_pod}
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -170,11 +225,11 @@ class Bench:
     cluster: Cluster
     run_dir: Path
 
-    async def create(self, name: str) -> tuple[float, str]:
-        """ms from sending the POST to the Running event, and the pod's uid."""
+    async def create(self, name: str, make: Manifest = pod) -> tuple[float, str]:
+        """ms from sending the POST of ``make(name)`` to the Running event, and the pod's uid."""
         seen = self.watch.expect(running(name))
         started = time.perf_counter()
-        created = await call(self.session, "POST", PODS, pod(name))
+        created = await call(self.session, "POST", PODS, make(name))
         return (await self.watch.until(seen) - started) * 1000, created["metadata"]["uid"]
 
     async def delete(self, name: str, uid: str) -> tuple[float, asyncio.Task[float]]:
@@ -237,33 +292,46 @@ async def wait_node_ready(session: aiohttp.ClientSession) -> None:
     raise TimeoutError("the node never became Ready")
 
 
-async def warm_up(bench: Bench) -> float:
-    """One pod that pulls the image (retried while the default ServiceAccount is not there yet)."""
+async def warm_up(bench: Bench, name: str = "warmup", make: Manifest = pod) -> float:
+    """One pod that pulls its images (retried while the default ServiceAccount is not there yet)."""
     deadline = time.monotonic() + WAIT
     while True:
         try:
-            took, uid = await bench.create("warmup")
+            took, uid = await bench.create(name, make)
             break
         except RuntimeError:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.2)
-    _, teardown = await bench.delete("warmup", uid)
+    _, teardown = await bench.delete(name, uid)
     await teardown
     return took
 
 
-async def sequential(bench: Bench, n: int) -> dict[str, list[float]]:
-    rows: dict[str, list[float]] = {"create": [], "delete": []}
-    teardowns = []
+async def volume_sources(bench: Bench) -> None:
+    """The ConfigMap and Secret that :func:`volumes_pod` mounts."""
+    await call(bench.session, "POST", CONFIGMAPS, {"apiVersion": "v1", "kind": "ConfigMap",
+                                                  "metadata": {"name": "bench-config"}, "data": {"app.conf": "x=1\n"}})
+    await call(bench.session, "POST", SECRETS, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "bench-secret"},
+                                               "stringData": {"password": "s3cr3t"}})
+
+
+async def sequential(bench: Bench, n: int) -> dict[str, dict[str, list[float]]]:
+    """N pods of each of :data:`KINDS`, interleaved (plain, sidecar, volumes, plain, ...) so that any
+    drift of the machine hits every kind alike; create, delete and teardown ms per kind."""
+    rows: dict[str, dict[str, list[float]]] = {kind: {"create": [], "delete": []} for kind in KINDS}
+    teardowns: dict[str, list[asyncio.Task[float]]] = {kind: [] for kind in KINDS}
     for i in range(n):
-        took, uid = await bench.create(f"seq-{i}")
-        event_ms, teardown = await bench.delete(f"seq-{i}", uid)
-        rows["create"].append(took)
-        rows["delete"].append(event_ms)
-        teardowns.append(teardown)
-        print(f"  seq-{i}: create -> Running {took:.1f} ms, delete -> DELETED {event_ms:.1f} ms", file=sys.stderr)
-    rows["teardown"] = list(await asyncio.gather(*teardowns))
+        for kind, make in KINDS.items():
+            name = f"{kind}-{i}"
+            took, uid = await bench.create(name, make)
+            event_ms, teardown = await bench.delete(name, uid)
+            rows[kind]["create"].append(took)
+            rows[kind]["delete"].append(event_ms)
+            teardowns[kind].append(teardown)
+            print(f"  {name}: create -> Running {took:.1f} ms, delete -> DELETED {event_ms:.1f} ms", file=sys.stderr)
+    for kind, tasks in teardowns.items():
+        rows[kind]["teardown"] = list(await asyncio.gather(*tasks))
     return rows
 
 
@@ -284,14 +352,27 @@ async def burst(bench: Bench, count: int) -> tuple[float, float, float]:
     return total, idle, busy
 
 
+@contextlib.contextmanager
+def host_lock() -> Iterator[None]:
+    """The e2e node sessions' lock (``tests/e2e/nodes.py``): they and this bench share the bridge, so
+    one node cluster at a time; a bench started during an e2e run waits for it."""
+    with open(LOCK, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"  waiting for {LOCK} (an e2e node session runs) ...", file=sys.stderr)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 @contextlib.asynccontextmanager
 async def node_cluster(base: Path) -> AsyncIterator[Bench]:
     """Registry + ``tinykube up`` + an admin session and pod watch; all gone afterwards, whatever happened.
 
-    The e2e suite's bridge must be free: a suite running meanwhile would lose it at our teardown.
+    Run under :func:`host_lock`; a bridge left by a crashed run must be removed first.
     """
     if link_exists(BRIDGE):
-        raise SystemExit(f"bridge {BRIDGE} exists: an e2e run is in progress (or left it); not starting")
+        raise SystemExit(f"bridge {BRIDGE} exists without an e2e run holding {LOCK}: a crashed run left it")
     snapshot = HostSnapshot((BRIDGE,))
     registry = LocalRegistry(base / "registry")
     cluster: Cluster | None = None
@@ -323,32 +404,46 @@ def row(label: str, samples: list[float], target: str) -> str:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("-n", type=int, default=20, help="sequential pods (default %(default)s)")
+    parser.add_argument("-n", type=int, default=20, help="sequential pods of each kind (default %(default)s)")
     parser.add_argument("--burst", type=int, default=20, help="pods applied at once (default %(default)s)")
     parser.add_argument("--keep-log", type=Path, help="copy the tinykube log here before cleaning up")
     args = parser.parse_args()
     floor = await runtime_floor(args.n)
     base = Path(tempfile.mkdtemp(prefix="tkpods", dir="/tmp"))
     try:
-        async with node_cluster(base / "c") as bench:
-            first = await warm_up(bench)
-            print(f"  warm-up: {first:.1f} ms", file=sys.stderr)
-            seq = await sequential(bench, args.n)
-            total, idle, busy = await burst(bench, args.burst)
+        with host_lock():
+            async with node_cluster(base / "c") as bench:
+                first = await warm_up(bench)
+                print(f"  warm-up: {first:.1f} ms", file=sys.stderr)
+                await warm_up(bench, "warmup-sidecar", sidecar_pod)  # pulls nginx:1.14.2 and busybox:latest
+                await volume_sources(bench)
+                rows = await sequential(bench, args.n)
+                total, idle, busy = await burst(bench, args.burst)
     finally:
         if args.keep_log:
             for log in (base / "c" / "node").glob("server-*.log"):
                 shutil.copy(log, args.keep_log)
         shutil.rmtree(base, ignore_errors=True)
-    report(args, floor, first, seq, total, idle, busy)
+    report(args, floor, first, rows, total, idle, busy)
 
 
-def report(args: argparse.Namespace, floor: dict[str, list[float]], first: float, seq: dict[str, list[float]],
-           total: float, idle: float, busy: float) -> None:
+def report(args: argparse.Namespace, floor: dict[str, list[float]], first: float,
+           rows: dict[str, dict[str, list[float]]], total: float, idle: float, busy: float) -> None:
     n = args.n
+    seq = rows["plain"]
     print(f"pod startup, busybox:1.36 `sleep 3600`, image cached; N={n} sequential (p99 of {n} = max)")
     print(f"{'warm-up pod (first pull of busybox:1.36)':<44} {first:7.1f} ms")
     print(row("tinykube create -> Running (watch)", seq["create"], "target p50 <= 100 ms, p99 <= 200 ms"))
+    baseline = pct(seq["create"], .5)
+    for label, kind in (("  sidecar web-app (nginx+busybox, emptyDir)", "sidecar"),
+                        ("  configMap + secret + projected token", "volumes")):
+        extra = pct(rows[kind]["create"], .5) - baseline
+        print(row(label, rows[kind]["create"], f"({extra:+.1f} ms p50 over the plain pod, same run)"))
+    unlimited = pct(rows["unlimited"]["create"], .5)
+    print(row("  nginx, resource-pod without resources", rows["unlimited"]["create"], "(baseline, same run)"))
+    cost = pct(rows["resources"]["create"], .5) / unlimited - 1
+    print(row("  the tutorial's resource-pod (limits)", rows["resources"]["create"],
+              f"({cost * 100:+.1f}% p50 over the same pod without limits; target <= +10%)"))
     print(row("tinykube delete grace 0 -> DELETED (watch)", seq["delete"], "target <= 150 ms"))
     print(row("  (until the node's teardown is done)", seq["teardown"], "(information: sandbox dir gone)"))
     print(f"{f'tinykube {args.burst} pods at once -> all Running':<44} {total:7.1f} ms total"

@@ -1,9 +1,11 @@
 # Shared by hack/up and hack/test: installs every prerequisite, never by hand.
 
-# The runtime (runc under conmon, CNI plugins, nftables/iptables for port mappings), the local
-# registry and the tools that build the stand-in images from Debian packages.
+# The runtime (runc under conmon, CNI plugins, nftables/iptables for port mappings, catatonit as
+# PID 1 of pods that share their PID namespace), the local registry, etcd (the scale-out store,
+# tested against the real server) and the tools that build the stand-in images from Debian packages.
 APT_PACKAGES="python3 python3-venv python3-dev gcc ca-certificates curl iproute2 util-linux runc conmon
-  containernetworking-plugins nftables iptables busybox-static docker-registry mmdebstrap"
+  containernetworking-plugins nftables iptables catatonit busybox-static docker-registry mmdebstrap
+  etcd-server etcd-client"
 IMAGE_CACHE=/var/cache/tinykube-test-images
 
 apt_install() {

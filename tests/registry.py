@@ -3,7 +3,7 @@
 The images come from ``hack/build-test-images``, cached between runs (the first build runs
 mmdebstrap for nginx and takes about a minute; later runs take no time).  Each registry runs
 with its own storage directory and a free port, writes its log beside its storage, and is
-stopped by PID in teardown, even when the test failed.  ``mirror_docker_io`` writes the
+stopped by PID in teardown, even when the test failed.  ``mirror_registries`` writes the
 containerd-style hosts file that makes it the docker.io mirror, so ``nginx:1.14.2`` and
 ``busybox`` resolve to it and nothing else is ever contacted.
 """
@@ -132,11 +132,13 @@ class LocalRegistry:
     def push(self, images: Path) -> None:
         subprocess.run([str(BUILDER), "--push", self.address, str(images)], check=True, capture_output=True)
 
-    def mirror_docker_io(self, config_dir: Path) -> Path:
-        """Writes ``<config_dir>/docker.io/hosts.toml`` with this registry as mirror and server."""
-        hosts = config_dir / "docker.io" / "hosts.toml"
-        hosts.parent.mkdir(parents=True, exist_ok=True)
-        hosts.write_text(f'server = "{self.url}"\n\n[host."{self.url}"]\n  capabilities = ["pull", "resolve"]\n')
+    def mirror_registries(self, config_dir: Path) -> Path:
+        """Writes ``<config_dir>/<registry>/hosts.toml`` with this registry as mirror and server, for
+        docker.io and registry.k8s.io (the test images' names)."""
+        for mirrored in ("docker.io", "registry.k8s.io"):
+            hosts = config_dir / mirrored / "hosts.toml"
+            hosts.parent.mkdir(parents=True, exist_ok=True)
+            hosts.write_text(f'server = "{self.url}"\n\n[host."{self.url}"]\n  capabilities = ["pull", "resolve"]\n')
         return config_dir
 
 

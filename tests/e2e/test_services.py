@@ -39,27 +39,38 @@ def test_tutorial_init_demo_completes_once_services_exist(node: Cluster) -> None
 
 
 def test_service_by_name_cluster_ip_and_node_port(node: Cluster) -> None:
-    node.kubectl("apply", "-f", "pod-1-and-pod-2.yaml")
-    node.kubectl("wait", "--for=condition=Ready", "pod/pod-1", "--timeout=60s")
+    node.kubectl("apply", "-f", "pod-1-and-pod-2.yaml")  # pod-2's myapp:1.0 is busybox's httpd on 8080
+    node.kubectl("wait", "--for=condition=Ready", "pod/pod-1", "pod/pod-2", "--timeout=60s")
     node.kubectl("create", "service", "nodeport", "frontend", "--tcp=80:80", "--node-port=30081")
     node.kubectl("patch", "service", "frontend", "--type=merge", "-p", '{"spec":{"selector":{"app":"frontend"}}}')
     eventually(lambda: pod(node, "pod-1")["status"]["podIP"] in node.kubectl("get", "endpoints", "frontend").stdout,
                "the endpoint")
-    # The busybox stand-in is static: its wget cannot resolve names (static glibc has no NSS) and
-    # crashes on some lookups, so the pod resolves each name with busybox's own nslookup and sends
-    # the request with nc to the address it got.
-    fetch_by_name = ("for name in frontend.default.svc.cluster.local frontend; do "
-                     "ip=$(nslookup $name | sed -n 's/^Address: \\([0-9.]*\\)$/\\1/p' | tail -1); "
-                     "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc $ip 80; done; sleep 3600")
-    node.kubectl("apply", "-f", "-", input=busybox_pod("client", fetch_by_name))
-    eventually(lambda: node.kubectl("logs", "client", check=False).stdout.count("HTTP/1.1 200 OK") == 2,
-               "both names resolve and answer")
+    for url in ("http://frontend.default.svc.cluster.local", "http://frontend"):
+        page = node.kubectl("exec", "pod-2", "--", "wget", "-qO-", url).stdout
+        assert "Welcome to nginx!" in page, (url, page)
     cluster_ip = node.kubectl("get", "service", "frontend", "-o", "jsonpath={.spec.clusterIP}").stdout
     assert eventually(lambda: b"Welcome to nginx!" in fetch(f"http://{cluster_ip}/"), "the ClusterIP from the host")
     assert eventually(lambda: b"Welcome to nginx!" in fetch("http://127.0.0.1:30081/"), "the NodePort on 127.0.0.1")
     node.kubectl("delete", "service", "frontend")
     eventually(lambda: not fetch(f"http://{cluster_ip}/"), "the rules gone", timeout=5)
-    node.kubectl("delete", "pod", "client", "pod-1", "pod-2", "--grace-period=1")
+    node.kubectl("delete", "pod", "pod-1", "pod-2", "--grace-period=1")
+
+
+DNSUTILS = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "dnsutils", "namespace": "default"},
+            "spec": {"containers": [{"name": "dnsutils", "image": "registry.k8s.io/e2e-test-images/jessie-dnsutils:1.3",
+                                     "command": ["sleep", "infinity"], "imagePullPolicy": "IfNotPresent"}],
+                     "restartPolicy": "Always", "terminationGracePeriodSeconds": 1}}  # Kubernetes' "Debugging DNS Resolution"
+
+
+def test_debugging_dns_resolution_as_kubernetes_docs_do(node: Cluster) -> None:
+    node.kubectl("apply", "-f", "-", input=json.dumps(DNSUTILS))
+    node.kubectl("wait", "--for=condition=Ready", "pod/dnsutils", "--timeout=60s")
+    answer = node.kubectl("exec", "-i", "dnsutils", "--", "nslookup", "kubernetes.default").stdout
+    assert "Server:\t\t10.43.0.10" in answer and "Name:\tkubernetes.default.svc.cluster.local\nAddress: 10.43.0.1" in answer, answer
+    resolv = node.kubectl("exec", "dnsutils", "--", "cat", "/etc/resolv.conf").stdout.splitlines()
+    assert resolv == ["search default.svc.cluster.local svc.cluster.local cluster.local", "nameserver 10.43.0.10",
+                      "options ndots:5"], resolv
+    node.kubectl("delete", "pod", "dnsutils")
 
 
 def test_dns_records(node: Cluster) -> None:
@@ -70,7 +81,29 @@ def test_dns_records(node: Cluster) -> None:
         node.kubectl("logs", "resolver", check=False).stdout), "nslookup output")
     assert "10.43.0.1" in out, out
     node.kubectl("delete", "pod", "resolver", "--grace-period=1")
-    assert json.loads(node.kubectl("get", "pods", "-o", "json").stdout)["items"] == [] or True
+
+
+def test_pods_reach_the_api_through_the_kubernetes_service(node: Cluster) -> None:
+    endpoints = json.loads(node.kubectl("get", "endpoints", "kubernetes", "-o", "json").stdout)["subsets"]
+    assert endpoints == [{"addresses": [{"ip": "10.42.0.1"}], "ports": [{"name": "https", "port": node.port,
+                                                                          "protocol": "TCP"}]}], endpoints
+    dns = node.kubectl("get", "service", "kube-dns", "-n", "kube-system", "--no-headers").stdout.split()
+    assert dns[1:4] == ["ClusterIP", "10.43.0.10", "<none>"] and dns[4] == "53/UDP,53/TCP,9153/TCP", dns
+    node.kubectl("create", "service", "clusterip", "myservice", "--tcp=80:9376")
+    # Debian's busybox wget falls back from a missing openssl to its own TLS with a broken pipe
+    # (it writes the request in clear), so the pod proves the connection and the host the TLS.
+    node.kubectl("apply", "-f", "-", input=busybox_pod("in-cluster", (
+        "env | sort; nc -w 3 kubernetes.default.svc 443 -e true && echo connected; sleep 3600")))
+    out = eventually(lambda: (lambda o: o if "connected" in o else "")(
+        node.kubectl("logs", "in-cluster", check=False).stdout), "a connection to kubernetes.default.svc:443")
+    assert "default" in node.kubectl("--server", "https://10.43.0.1", "get", "namespaces").stdout  # TLS, verified
+    service_ip = node.kubectl("get", "service", "myservice", "-o", "jsonpath={.spec.clusterIP}").stdout
+    for line in ("KUBERNETES_SERVICE_HOST=10.43.0.1", "KUBERNETES_SERVICE_PORT=443",
+                 f"MYSERVICE_SERVICE_HOST={service_ip}", f"MYSERVICE_PORT=tcp://{service_ip}:80",
+                 f"MYSERVICE_PORT_80_TCP_ADDR={service_ip}", "MYSERVICE_SERVICE_PORT_80_9376=80"):
+        assert line in out.splitlines(), (line, out)
+    node.kubectl("delete", "pod", "in-cluster", "--grace-period=1")
+    node.kubectl("delete", "service", "myservice")
 
 
 def _backend(name: str) -> str:

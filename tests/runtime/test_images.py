@@ -44,7 +44,7 @@ ISSUER = "tinykube-test-token-server"
 
 def new_store(tmp_path: Path, local: LocalRegistry) -> ImageStore:
     data = tmp_path / "data"
-    return ImageStore(data / "images", Hosts(local.mirror_docker_io(data / "registries")))
+    return ImageStore(data / "images", Hosts(local.mirror_registries(data / "registries")))
 
 
 def layer_file(store: ImageStore, reference: str, path: str) -> Path:
@@ -152,7 +152,7 @@ async def _fetch(local: LocalRegistry, path: str) -> bytes:
 def test_cli_pull_ls_rm_against_the_registry(tmp_path: Path, registry: LocalRegistry,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "data"
-    registry.mirror_docker_io(data / "registries")
+    registry.mirror_registries(data / "registries")
     parser = argparse.ArgumentParser(prog="tinykube")
     image_cli.add_parser(parser.add_subparsers(dest="command", required=True))
 
@@ -191,7 +191,8 @@ def docker_save(layout: Path, dest: Path, tag: str) -> Path:
 def test_load_the_builders_archives(tmp_path: Path, built_images: Path) -> None:
     store = ImageStore(tmp_path / "images")
     assert store.load_archive(built_images / "busybox.tar") == ["docker.io/library/busybox:latest",
-                                                                "docker.io/library/busybox:1.36"]
+                                                                "docker.io/library/busybox:1.36",
+                                                                "docker.io/library/myapp:1.0"]
     oci = store.get("busybox:1.36")
     saved = docker_save(built_images / "busybox", tmp_path / "saved.tar", "example.com/busybox:saved")
     assert store.load_archive(saved) == ["example.com/busybox:saved"]

@@ -190,6 +190,13 @@ def test_headless_external_name_and_ipv6_get_no_rules() -> None:
     assert service_ports([SVC], [bad_eps])[0].endpoints == (("10.42.0.5", 80),)
 
 
+def test_a_clusterip_the_node_serves_itself_gets_no_rules() -> None:
+    """kube-dns has no endpoints: its address is the node's own DNS server, which rules would reject."""
+    dns = service("kube-system", "kube-dns", [{"name": "dns", "port": 53, "protocol": "UDP"}], cluster_ip="10.43.0.10")
+    assert [sp.name for sp in service_ports([dns, SVC], [], local_ips={"10.43.0.10"})] == ["svc1"]
+    assert "10.43.0.10" not in render(plan([dns], [], ["192.168.0.2"], {"10.43.0.10"}))
+
+
 def test_a_key_already_taken_skips_the_later_service() -> None:
     first, second = service("a", "first", [P80]), service("b", "second", [P80])
     script = ruleset([second, first], [], [])

@@ -25,7 +25,7 @@ import orjson
 
 from tinykube.api.errors import ApiError, bad_request
 from tinykube.api.patch import field_schema, item_schema, schema_node
-from tinykube.api.schemas import definitions
+from tinykube.api.schemas import by_identity, definitions
 
 Path = tuple[str, ...]
 _Identity = tuple[str, str, str, str]
@@ -290,6 +290,7 @@ def _root(definition: str) -> dict[str, Any]:
     return schema_node(definitions().get(definition, {}))
 
 
+@by_identity
 def _kind(node: dict[str, Any]) -> str:
     """Classify a node as "struct", "map", "list", "scalar" or "untyped" (free-form JSON)."""
     types = node.get("type", [])
@@ -320,12 +321,19 @@ def _list_keys(node: dict[str, Any]) -> tuple[str, ...] | None:
 
 def _granular(value: Any, node: dict[str, Any]) -> bool:
     """Whether a value is tracked member by member rather than as one leaf."""
-    kind = _kind(node)
     if isinstance(value, dict):
-        return kind in ("struct", "map", "untyped") and node.get("x-kubernetes-map-type") != "atomic"
+        return _granularity(node)[0]
     if isinstance(value, list):
-        return kind == "list" and _list_keys(node) is not None
+        return _granularity(node)[1]
     return False
+
+
+@by_identity
+def _granularity(node: dict[str, Any]) -> tuple[bool, bool]:
+    """Whether an object, and whether a list, under this node is walked member by member."""
+    kind = _kind(node)
+    return (kind in ("struct", "map", "untyped") and node.get("x-kubernetes-map-type") != "atomic",
+            kind == "list" and _list_keys(node) is not None)
 
 
 def _children(value: dict[str, Any] | list[Any], node: dict[str, Any]) -> dict[str, tuple[Any, dict[str, Any]]]:
@@ -365,8 +373,9 @@ def _expected_kind(node: dict[str, Any], api_version: str) -> str | None:
     return None
 
 
+@by_identity
 def _zero(node: dict[str, Any]) -> dict[str, Any]:
-    """The Go zero value of a kind, which a create is compared against.
+    """The Go zero value of a kind, which a create is compared against (shared: never modify it).
 
     Non-pointer structs serialize as objects and fields without ``omitempty`` (OpenAPI
     ``required``) as null, so they are not "added" and get no ``"."`` in FieldsV1.  The schema
@@ -457,9 +466,14 @@ def _pairs(lhs: Any, rhs: Any, node: dict[str, Any]) -> Iterator[tuple[str, Any,
 
 
 def _is_leaf(lhs: Any, rhs: Any, node: dict[str, Any]) -> bool:
-    """Scalars, atomics and pairs of empty (or null) containers compare as one value."""
-    present = [v for v in (lhs, rhs) if not _absent(v)]
-    return not all(_granular(v, node) for v in present) or not any(present)
+    """Scalars, atomics and pairs of empty (or null) containers compare as one value.
+
+    (Written out rather than over a list of the present sides: it runs for every member of
+    every object written.)"""
+    left, right = not _absent(lhs), not _absent(rhs)
+    if (left and not _granular(lhs, node)) or (right and not _granular(rhs, node)):
+        return True
+    return not ((left and bool(lhs)) or (right and bool(rhs)))
 
 
 def _absent(value: Any) -> bool:
@@ -568,10 +582,13 @@ def _to_fields_v1(paths: set[Path]) -> dict[str, Any]:
 
 
 def _finish(branch: dict[str, Any]) -> dict[str, Any]:
-    if list(branch) == ["."]:
+    if len(branch) == 1 and "." in branch:
         return {}
-    ordered = sorted(branch.items(), key=lambda item: (_ELEMENT_RANK.get(item[0][:2], 0), item[0]))
-    return {k: {} if k == "." else _finish(v) for k, v in ordered}
+    return {k: {} if k == "." else _finish(v) for k, v in sorted(branch.items(), key=_element_order)}
+
+
+def _element_order(item: tuple[str, Any]) -> tuple[int, str]:
+    return _ELEMENT_RANK.get(item[0][:2], 0), item[0]
 
 
 def _from_fields_v1(fields: dict[str, Any], prefix: Path = ()) -> set[Path]:

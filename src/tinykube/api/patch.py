@@ -23,7 +23,7 @@ import jsonpointer
 import orjson
 
 from tinykube.api.errors import ApiError, bad_request, invalid, invalid_value, too_large
-from tinykube.api.schemas import definitions, resolve
+from tinykube.api.schemas import by_identity, definitions, resolve
 
 MAX_JSON_PATCH_OPERATIONS = 10000
 
@@ -480,6 +480,7 @@ def _server_error(message: str) -> ApiError:
 # --- schema navigation (shared with server-side apply) ------------------------------------
 
 
+@by_identity
 def schema_node(schema: dict[str, Any]) -> dict[str, Any]:
     """The definition a field schema points to, carrying the field's own ``x-kubernetes-*``.
 

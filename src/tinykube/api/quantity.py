@@ -14,6 +14,7 @@ Values are computed with Python integers, so nothing overflows; exponents beyond
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -204,10 +205,12 @@ def _parse(value: QuantityLike) -> _Amount:
     return _fast_path(parts, text, exponent, fmt) or _slow_path(parts, base, exponent, fmt)
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_quantity(value: QuantityLike) -> Fraction:
     """The exact numeric value of a quantity (after upstream's nano rounding and BinarySI cap).
 
-    Raises :class:`QuantityError` with upstream's message when the text does not parse.
+    Raises :class:`QuantityError` with upstream's message when the text does not parse.  Cached:
+    a cluster uses a few distinct quantities, and the scheduler parses each pod's on every event.
     """
     return _parse(value).fraction()
 
@@ -283,3 +286,22 @@ def value(q: QuantityLike | Fraction) -> int:
 def milli_value(q: QuantityLike | Fraction) -> int:
     """``Quantity.MilliValue()``: ``ceil(q * 1000)``, e.g. ``100m`` of CPU is 100."""
     return scaled_value(q, -3)
+
+
+def parse_with_format(value: QuantityLike) -> tuple[Fraction, str]:
+    """The exact value and the format (``DecimalSI``, ``BinarySI``, ``DecimalExponent``) it was written in.
+
+    Sums keep a format (``Quantity.Add`` takes the right operand's when the left is zero), so
+    code that adds quantities and prints the total, as quota does, needs both.
+    """
+    amount = _parse(value)
+    return amount.fraction(), amount.format
+
+
+def format_quantity(exact: Fraction, fmt: str) -> str:
+    """``String()`` of a computed quantity (a sum or a difference) held in ``fmt``.
+
+    The value is rounded up to a whole nano first, as every quantity upstream is.
+    """
+    unscaled = math.ceil(exact * 10**-_NANO)
+    return _format(_Amount(unscaled, _NANO, fmt))

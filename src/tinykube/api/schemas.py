@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import orjson
 
 KUBERNETES_VERSION = "1.32.0"
+IDENTITY_CACHE_SIZE = 65536  # schema nodes are few and permanent; the bound only guards stray ones
+
+R = TypeVar("R")
 
 
 def _schema_dir() -> str:
@@ -49,3 +53,28 @@ def resolve(schema: dict[str, Any]) -> dict[str, Any]:
             schema = schema["allOf"][0]
         else:
             return schema
+
+
+def by_identity(fn: Callable[[dict[str, Any]], R]) -> Callable[[dict[str, Any]], R]:
+    """Cache a pure function of a schema node by the node's identity.
+
+    Schema dicts are unhashable but loaded once and never changed, and apply and patch walk
+    the same nodes for every object they see: identity is the cheap key.  Each entry keeps its
+    node alive so an id is never reused while cached.
+    """
+    cache: dict[int, tuple[dict[str, Any], R]] = {}
+
+    @functools.wraps(fn)
+    def cached(node: dict[str, Any]) -> R:
+        if not node:  # ``{}`` (an unknown field) is often a fresh literal: not worth keeping
+            return fn(node)
+        hit = cache.get(id(node))
+        if hit is not None and hit[0] is node:
+            return hit[1]
+        if len(cache) >= IDENTITY_CACHE_SIZE:
+            cache.clear()
+        result = fn(node)
+        cache[id(node)] = (node, result)
+        return result
+
+    return cached

@@ -27,6 +27,7 @@ from tinykube.api import conversion
 from tinykube.api.errors import FieldError, forbidden, invalid, invalid_value
 from tinykube.api.formats import go_quote
 from tinykube.api.registry import ResourceType, lookup
+from tinykube.apiserver.cache import ObjectCache
 from tinykube.store.base import Store
 
 Obj = dict[str, Any]
@@ -513,8 +514,9 @@ def pod_template(rt: ResourceType, obj: Obj) -> Obj | None:
 class PodSecurityAdmission:
     """The admission hook (see :class:`~tinykube.apiserver.storage.Storage`); returns warnings."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, namespaces: ObjectCache | None = None):
         self.store = store
+        self._namespaces = namespaces or ObjectCache(store, NAMESPACES)  # the namespace lister (unstarted: live reads)
 
     async def admit(self, rt: ResourceType, obj: Obj, old: Obj | None) -> list[str] | None:
         if not rt.group and rt.kind == "Namespace":
@@ -527,10 +529,8 @@ class PodSecurityAdmission:
         return await self._evaluate(obj, template, enforce=False) if template is not None else None
 
     async def _labels(self, namespace: str) -> dict[str, str] | None:
-        kv = await self.store.get(NAMESPACES.key(None, namespace))
-        if kv is None:
-            return None
-        return (conversion.decoded(NAMESPACES, kv.value, kv.mod_revision).get("metadata") or {}).get("labels") or {}
+        ns = await self._namespaces.fetch(None, namespace)
+        return None if ns is None else (ns.get("metadata") or {}).get("labels") or {}
 
     async def _evaluate(self, obj: Obj, pod: Obj, enforce: bool) -> list[str] | None:
         """``EvaluatePod``: refuse on enforce (pods only), else warn; audit has nowhere to go."""

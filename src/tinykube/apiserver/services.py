@@ -21,6 +21,7 @@ NODE_PORTS = (30000, 32767)
 _IPS = "/registry/ranges/serviceips/"
 _PORTS = "/registry/ranges/servicenodeports/"
 CLUSTER_DNS_OFFSET = 10  # 10.43.0.10 is the cluster DNS address every pod's resolv.conf names: never handed out
+CLUSTER_DNS_IP = str(ipaddress.ip_network(SERVICE_CIDR).network_address + CLUSTER_DNS_OFFSET)  # the kube-dns Service's
 _ATTEMPTS = 64  # random probes before a linear scan: the range is rarely dense
 
 

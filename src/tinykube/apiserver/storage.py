@@ -1,9 +1,10 @@
 """REST storage: create, update and delete of any kind, on top of the Store protocol.
 
 A write reads as kube-apiserver's generic registry does: decode (structural pass) → prepare
-(server-owned fields) → default → validate → admit → managedFields → store; a failure at any
-step raises an :class:`ApiError` and nothing is stored.  Store errors are translated here, once.
-Deletion honours preconditions, finalizers and the graceful deletion of pods bound to a node.
+(server-owned fields) → default → mutating admission → validate → admit → managedFields → store;
+a failure at any step raises an :class:`ApiError` and nothing is stored.  Store errors are
+translated here, once.  Deletion honours preconditions, finalizers and the graceful deletion of
+pods bound to a node.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tinykube.client.clock import now as now_rfc3339
-from tinykube.api import apply, conversion, defaults, objects, structural, validation
+from tinykube.api import apply, conversion, defaults, structural, validation
 from tinykube.api.errors import STALE_OBJECT, already_exists, bad_request, conflict, forbidden, invalid, not_found
 from tinykube.api.registry import ResourceType, lookup
 from tinykube.apiserver import strategy
+from tinykube.apiserver.cache import ObjectCache
 from tinykube.store.base import KeyExists, KeyNotFound, RevisionMismatch, Store
 
 NAMESPACES = lookup("", "v1", "namespaces")
@@ -44,10 +46,13 @@ class WriteOptions:
 class Storage:
     """Every write to the store goes through here."""
 
-    def __init__(self, store: Store, admission: list[Admission] | None = None, release: list[Release] | None = None):
+    def __init__(self, store: Store, admission: list[Admission] | None = None, release: list[Release] | None = None,
+                 namespaces: ObjectCache | None = None, mutating: list[Admission] | None = None):
         self.store = store
+        self._mutating = mutating or []  # mutating admission: after defaulting, before validation
         self._admission = admission or []
         self._release = release or []
+        self._namespaces = namespaces or ObjectCache(store, NAMESPACES)  # NamespaceLifecycle's lister (unstarted: live reads)
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -63,6 +68,11 @@ class Storage:
         if kv is None:
             raise not_found(rt.resource, name, rt.group)
         return conversion.served(rt, kv.value, kv.mod_revision)
+
+    async def list_objects(self, rt: ResourceType, namespace: str | None) -> list[dict[str, Any]]:
+        """Every object of ``rt`` in ``namespace``, read live (admission's lookups)."""
+        listed = await self.store.list(rt.list_prefix(namespace))
+        return [conversion.decoded(rt, kv.value, kv.mod_revision) for kv in listed.items]
 
     # --- decode --------------------------------------------------------------------------
 
@@ -83,6 +93,8 @@ class Storage:
         now = now_rfc3339()
         strategy.prepare_create(rt, obj, namespace, now)
         defaults.default(rt, obj)
+        for mutate in self._mutating:
+            opts.warnings.extend(await mutate(rt, obj, None) or ())
         self._validate(rt, obj, validation.validate_create(rt, obj))
         if rt.namespaced:
             await self._check_namespace(rt, obj)
@@ -110,10 +122,9 @@ class Storage:
     async def _check_namespace(self, rt: ResourceType, obj: dict[str, Any]) -> None:
         """NamespaceLifecycle admission: the namespace must exist and not be terminating."""
         namespace = obj["metadata"]["namespace"]
-        kv = await self.store.get(NAMESPACES.key(None, namespace))
-        if kv is None:
+        ns = await self._namespaces.fetch(None, namespace)
+        if ns is None:
             raise not_found("namespaces", namespace)
-        ns = objects.decode(kv.value, kv.mod_revision)
         if ns.get("status", {}).get("phase") == "Terminating":
             raise forbidden(f'{_qualified(rt)} "{obj["metadata"]["name"]}" is forbidden: unable to create new content in '
                             f"namespace {namespace} because it is being terminated", rt.resource,
@@ -134,6 +145,8 @@ class Storage:
             raise conflict(rt.resource, name, STALE_OBJECT, rt.group)
         new = strategy.prepare_update(rt, new, old, opts.subresource)
         defaults.default(rt, new, old)
+        for mutate in self._mutating:
+            opts.warnings.extend(await mutate(rt, new, old) or ())
         check = validation.validate_status_update if opts.subresource == "status" else validation.validate_update
         self._validate(rt, new, check(rt, new, old))
         for admit in self._admission:

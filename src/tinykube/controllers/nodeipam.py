@@ -28,6 +28,12 @@ def next_free(cluster_cidr: str, used: set[str], prefix: int = NODE_MASK) -> str
     raise RuntimeError(f"cluster CIDR {cluster_cidr} is exhausted")
 
 
+def first_gateway(cluster_cidr: str = CLUSTER_CIDR) -> str:
+    """The pod-network gateway of the first node's range: the host address by which pods reach a
+    ``tinykube up`` whose API listens on loopback (its node is the first to register)."""
+    return str(ipaddress.ip_network(next_free(cluster_cidr, set())).network_address + 1)
+
+
 class NodeIpamController:
     def __init__(self, client: Client, cluster_cidr: str = CLUSTER_CIDR):
         self.client = client

@@ -28,9 +28,11 @@ from typing import Any
 
 import aiohttp
 
+from tinykube.api import resourcelist
 from tinykube.api.errors import ApiError
-from tinykube.api.quantity import milli_value, parse_quantity, value
+from tinykube.api.quantity import milli_value, value
 from tinykube.api.registry import lookup
+from tinykube.api.resourcelist import Amount
 from tinykube.api.selectors import Requirement
 from tinykube.client.clock import now as _now
 from tinykube.client.events import EventRecorder, Source, reference
@@ -78,47 +80,7 @@ def _is_scalar(name: str) -> bool:
     return "/" in name and not name.startswith("requests.")
 
 
-def _container_requests(container: Obj, non_missing: dict[str, Fraction]) -> dict[str, Fraction]:
-    requests = (container.get("resources") or {}).get("requests") or {}
-    parsed = {name: parse_quantity(q) for name, q in requests.items()}
-    return {**non_missing, **parsed}
-
-
-def _add(into: dict[str, Fraction], more: dict[str, Fraction]) -> None:
-    for name, q in more.items():
-        into[name] = into.get(name, Fraction(0)) + q
-
-
-def _take_max(into: dict[str, Fraction], other: dict[str, Fraction]) -> None:
-    for name, q in other.items():
-        if name not in into or q > into[name]:
-            into[name] = q
-
-
-def _aggregate(spec: Obj, non_missing: dict[str, Fraction]) -> dict[str, Fraction]:
-    """Sum of app containers and sidecars, at least the largest init step, plus overhead.
-
-    An init container runs alongside the sidecars declared before it, so each init step needs
-    its own requests plus theirs (KEP-753, ``aggregateContainerResourcesByFn``).
-    """
-    total: dict[str, Fraction] = {}
-    for container in spec.get("containers") or []:
-        _add(total, _container_requests(container, non_missing))
-    sidecars: dict[str, Fraction] = {}
-    init_peak: dict[str, Fraction] = {}
-    for container in spec.get("initContainers") or []:
-        requests = _container_requests(container, non_missing)
-        if container.get("restartPolicy") == "Always":
-            _add(total, requests)
-            _add(sidecars, requests)
-            step = dict(sidecars)
-        else:
-            step = dict(requests)
-            _add(step, sidecars)
-        _take_max(init_peak, step)
-    _take_max(total, init_peak)
-    _add(total, {name: parse_quantity(q) for name, q in (spec.get("overhead") or {}).items()})
-    return total
+NON_ZERO_DEFAULTS = {"cpu": Amount.of(Fraction(DEFAULT_MILLI_CPU, 1000)), "memory": Amount.of(DEFAULT_MEMORY)}
 
 
 def _as_resources(quantities: dict[str, Any]) -> Resources:
@@ -134,8 +96,8 @@ def _as_resources(quantities: dict[str, Any]) -> Resources:
 
 def pod_requests(pod: Obj, non_zero: bool = False) -> Resources:
     """What the pod reserves on its node; ``non_zero`` counts missing cpu/memory as 100m/200Mi (scoring)."""
-    defaults = {"cpu": Fraction(DEFAULT_MILLI_CPU, 1000), "memory": Fraction(DEFAULT_MEMORY)} if non_zero else {}
-    requests = _as_resources(_aggregate(pod.get("spec") or {}, defaults))
+    defaults = NON_ZERO_DEFAULTS if non_zero else None
+    requests = _as_resources({name: a.value for name, a in resourcelist.pod_requests(pod, defaults).items()})
     requests.pop("pods", None)
     return requests
 
@@ -537,6 +499,10 @@ class ClusterCache:
         self.nodes.setdefault(node, NodeInfo(node)).add(uid, usage)
         self._where[uid] = node
 
+    def node_of(self, uid: str) -> str | None:
+        """Where a pod is (or is assumed to be) bound."""
+        return self._where.get(uid)
+
     def assume(self, uid: str, node: str, usage: PodUsage) -> None:
         self.add_pod(uid, node, usage)
         self.assumed.add(uid)
@@ -615,7 +581,10 @@ class SchedulerController:
                 self._retry_unschedulable()
         elif node:
             self._forget_pending(_key(pod))
-            self.cache.add_pod(uid, node, PodUsage.of(pod))
+            if self.cache.node_of(uid) == node:  # a status change: requests are immutable, keep the usage
+                self.cache.assumed.discard(uid)
+            else:
+                self.cache.add_pod(uid, node, PodUsage.of(pod))
         elif uid in self.cache.assumed:
             return  # an older, unbound view of a pod we have just bound
         elif wants_scheduling(pod):

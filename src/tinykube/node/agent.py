@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +25,13 @@ from tinykube.client.events import EventRecorder, Source, reference
 from tinykube.client.rest import Client, list_and_watch, path
 from tinykube.node import host, server
 from tinykube.node.dns import ClusterDns
+from tinykube.node.eviction import Candidate, Eviction, EvictionConfig, EvictionManager, Meter
 from tinykube.node.launch import Launcher, field_path, pod_log_dir
 from tinykube.node.probes import Prober
 from tinykube.node.proxy import ServiceProxy
 from tinykube.node.logs import latest_log
-from tinykube.node.registration import Registration
+from tinykube.node.registration import Registration, reservation
+from tinykube.node.security import POD_PIDS_LIMIT
 from tinykube.node.runtime.cni import CniConfig
 from tinykube.node.runtime.containers import Runtime
 from tinykube.node.runtime.images import ImageStore
@@ -59,6 +63,10 @@ class AgentConfig:
     serving_cert: str = ""
     serving_key: str = ""
     client_ca: str = ""
+    pod_pids_limit: int = POD_PIDS_LIMIT  # --pod-max-pids (the kubelet's podPidsLimit); negative: none
+    eviction: EvictionConfig = field(default_factory=EvictionConfig)
+    system_reserved: Mapping[str, Fraction] = field(default_factory=dict)  # --system-reserved
+    kube_reserved: Mapping[str, Fraction] = field(default_factory=dict)  # --kube-reserved
 
     @property
     def agent_dir(self) -> str:
@@ -73,7 +81,7 @@ def make_launcher(config: AgentConfig, pod_cidr: str, recorder: EventRecorder, c
     sandboxes = Sandboxes(run, CniConfig(bridge=config.bridge, subnet=pod_cidr, state_dir=run / "cni"))
     images = ImageStore(Path(config.data_dir) / "images", hosts=Hosts(Path(config.data_dir) / "registries"))
     return Launcher(runtime, sandboxes, images, recorder, _fetcher(client), allocatable,
-                    os.path.join(config.data_dir, "seccomp"), memory_bytes)
+                    os.path.join(config.data_dir, "seccomp"), memory_bytes, config.pod_pids_limit)
 
 
 def _fetcher(client: Client) -> Any:
@@ -95,7 +103,8 @@ class NodeAgent:
         self.client = client
         self.recorder = EventRecorder(client, Source("kubelet", config.node_name))
         facts = host.gather(config.data_dir, config.node_ip)
-        self.registration = Registration(client, config.node_name, facts, config.kubelet_port)
+        self.registration = Registration(client, config.node_name, facts, config.kubelet_port,
+                                         reservation(config.system_reserved, config.kube_reserved))
         self.workers: dict[str, PodWorker] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -118,8 +127,10 @@ class NodeAgent:
                                    self.launcher, volumes, prober)
             selector = {"fieldSelector": f"spec.nodeName={self.config.node_name}"}
             await self._remove_orphans(selector)
-            proxy = ServiceProxy(self.client, [self.config.node_ip])  # after the unreachable routes: it reroutes them
+            proxy = ServiceProxy(self.client, [self.config.node_ip],  # after the unreachable routes: it reroutes them
+                                 local_ips=[self.dns.listen[0]])
             await asyncio.gather(self.registration.heartbeat(), self._proxy(proxy), self.dns.run(),
+                                 self._eviction_manager().run(),
                                  list_and_watch(self.client, "/api/v1/configmaps", self._on_source_change),
                                  list_and_watch(self.client, "/api/v1/secrets", self._on_source_change),
                                  list_and_watch(self.client, path(PODS), self._on_pod, selector))
@@ -140,6 +151,23 @@ class NodeAgent:
         ctx = server.ssl_context(self.config.serving_cert, self.config.serving_key, self.config.client_ca)
         await web.TCPSite(runner, self.config.node_ip, self.config.kubelet_port, ssl_context=ctx).start()
         return runner
+
+    def _eviction_manager(self) -> EvictionManager:
+        """Evictions measure the node's data dir, the runtime's writable layers and the pods' volumes."""
+        meter = Meter(self.registration.facts.memory_bytes, self.config.data_dir, self.launcher.runtime.state_dir,
+                      self.ctx.volumes.volume_dir)
+        return EvictionManager(self.config.eviction, meter, self.eviction_candidates, self._evict, self.registration,
+                               self.recorder, self.config.node_name)
+
+    def eviction_candidates(self) -> list[Candidate]:
+        """The active pods, with each container's latest runtime id."""
+        return [Candidate(w.pod, {name: r.runtime_id for name, r in w.records.items() if r.runtime_id})
+                for w in self.workers.values() if w.active and w.pod is not None]
+
+    async def _evict(self, uid: str, eviction: Eviction) -> None:
+        worker = self.workers.get(uid)
+        if worker is not None:
+            await worker.evict(eviction)
 
     async def _on_source_change(self, kind: str, obj: dict[str, Any]) -> None:
         """A ConfigMap or Secret changed: wake the pods that mount it, so their files follow."""

@@ -209,11 +209,17 @@ def _affinity_timeout(spec: Json) -> int:
     return int(client_ip.get("timeoutSeconds") or AFFINITY_TIMEOUT)
 
 
-def service_ports(services: Iterable[Json], endpoints: Iterable[Json]) -> list[ServicePort]:
-    """Every proxied Service port joined with its Endpoints, in a stable order."""
+def service_ports(services: Iterable[Json], endpoints: Iterable[Json], local_ips: Collection[str] = ()) -> list[ServicePort]:
+    """Every proxied Service port joined with its Endpoints, in a stable order.
+
+    A Service whose ClusterIP this node serves itself (``local_ips``: the cluster DNS address,
+    as NodeLocal DNSCache binds kube-dns's) gets no rules, so its traffic reaches the local server.
+    """
     by_key = {_key(e): e for e in endpoints}
     result = []
     for svc in sorted(filter(is_proxied, services), key=_key):
+        if svc["spec"]["clusterIP"] in local_ips:
+            continue
         spec = svc["spec"]
         for p in spec.get("ports") or []:
             protocol = p.get("protocol", "TCP")
@@ -234,12 +240,13 @@ class Plan:
     affinity: dict[str, int] = field(default_factory=dict)  # affinity set -> timeout in seconds
 
 
-def plan(services: Iterable[Json], endpoints: Iterable[Json], node_ips: Sequence[str]) -> Plan:
+def plan(services: Iterable[Json], endpoints: Iterable[Json], node_ips: Sequence[str],
+         local_ips: Collection[str] = ()) -> Plan:
     """The chains, map elements and affinity sets for these Services and Endpoints (pure)."""
     p = Plan()
     p.elements["nodeport-ips"] = [ip for ip in dict.fromkeys([*node_ips, LOCALHOST]) if _is_ipv4(ip)]
     claimed: set[str] = set()
-    for sp in service_ports(services, endpoints):
+    for sp in service_ports(services, endpoints, local_ips):
         _add_service_port(p, sp, claimed)
     return p
 
@@ -359,9 +366,10 @@ class ServiceProxy:
     """
 
     def __init__(self, client: Client, node_ips: Sequence[str], nft: str = "nft", *,
-                 table: str = TABLE, netns: str = "") -> None:
+                 table: str = TABLE, netns: str = "", local_ips: Collection[str] = ()) -> None:
         self.client = client
         self.node_ips = list(node_ips)
+        self.local_ips = frozenset(local_ips)  # ClusterIPs served on this node itself: never proxied
         self.table = table
         self._nft = nft
         self._prefix = ("ip", "netns", "exec", netns) if netns else ()
@@ -432,7 +440,7 @@ class ServiceProxy:
         """Apply the rules for what the caches hold; nothing to do when the table already has them."""
         loop = asyncio.get_running_loop()
         now = loop.time()
-        new = plan(self._services.values(), self._endpoints.values(), self.node_ips)
+        new = plan(self._services.values(), self._endpoints.values(), self.node_ips, self.local_ips)
         due = {c for c, since in self._retired.items() if now - since >= STALE_CHAIN_DELAY}
         if new == self._applied and not due:
             return
