@@ -4,10 +4,10 @@ Starts ``tinykube server`` in a temporary data dir and, as the baseline in the s
 aiohttp TLS server that answers every request with a stored pod (the cost of HTTP + TLS +
 Python with no API logic).  Prints p50/p99 for GET pod, LIST 1,000 pods (JSON and Table),
 create pod (1 client and 16 concurrent), write-to-watch-event latency, and idle RSS.  With
-``--store etcd`` a second server on a single-member etcd (tests/etcd.py, on /dev/shm) is
-measured in the same run, its rows printed beside the SQLite server's.
+``--store etcd`` a second server on an etcd cluster (tests/etcd.py, on /dev/shm; one member, or
+``--etcd-members 3``) is measured in the same run, its rows printed beside the SQLite server's.
 
-    .venv/bin/python bench/api.py [--pods 1000] [--creates 1000] [--store etcd]
+    .venv/bin/python bench/api.py [--pods 1000] [--creates 1000] [--store etcd [--etcd-members 3]]
 """
 
 from __future__ import annotations
@@ -136,14 +136,14 @@ class Server:
     etcd_pid: int | None = None  # the etcd member it stores in, if any
 
 
-def start_servers(tmp: Path, store: str, stack: contextlib.ExitStack) -> list[Server]:
-    """The SQLite server, and with ``--store etcd`` one on a single-member etcd (on /dev/shm) beside it."""
+def start_servers(tmp: Path, store: str, members: int, stack: contextlib.ExitStack) -> list[Server]:
+    """The SQLite server, and with ``--store etcd`` one on an etcd cluster (on /dev/shm) beside it."""
     servers = [Server("tinykube", Cluster(tmp / "data"))]
     if store == "etcd":
-        etcd = stack.enter_context(etcd_cluster(1))
+        etcd = stack.enter_context(etcd_cluster(members))
         (tmp / "etcd").mkdir()
         assert etcd.members[0].proc is not None
-        servers.append(Server("tk-etcd", Cluster(tmp / "etcd" / "data", extra_args=("--store", "etcd://" + etcd.endpoints[0])),
+        servers.append(Server("tk-etcd", Cluster(tmp / "etcd" / "data", extra_args=("--store", "etcd://" + ",".join(etcd.endpoints))),
                               etcd.members[0].proc.pid))
     for server in servers:
         stack.callback(server.cluster.stop)
@@ -162,10 +162,11 @@ async def main() -> None:
     parser.add_argument("--pods", type=int, default=1000)
     parser.add_argument("--creates", type=int, default=500)
     parser.add_argument("--store", choices=("sqlite", "etcd"), default="sqlite",
-                        help="etcd: also measure a server on a 1-member etcd, its rows beside SQLite's (default %(default)s)")
+                        help="etcd: also measure a server on etcd, its rows beside SQLite's (default %(default)s)")
+    parser.add_argument("--etcd-members", type=int, default=1, choices=(1, 3), help="size of that etcd cluster")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        servers = start_servers(Path(tmp), args.store, stack)
+        servers = start_servers(Path(tmp), args.store, args.etcd_members, stack)
         await asyncio.sleep(2)
         tls = servers[0].cluster.data_dir / "tls"
         pod_file = Path(tmp) / "pod.json"

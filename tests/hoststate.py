@@ -9,14 +9,27 @@ taken first lets teardown remove only what the session itself created.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tinykube.node.runtime import cgroups
 
+HOST_LOCK = "/run/tinykube-e2e-node.lock"  # held by whatever changes the host's network while it runs
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 CLUSTER_DNS = "10.43.0.10"  # the cluster DNS address a node puts on lo
+
+
+@contextlib.contextmanager
+def host_lock() -> Iterator[None]:
+    """One user of the host's network at a time: a node cluster (its bridge, DNS address on lo,
+    proxy tables and service route) and the runtime tests (which reset the cluster CIDRs' routes)
+    would undo each other's changes; a second test session waits for the first."""
+    with open(HOST_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def link_exists(name: str) -> bool:

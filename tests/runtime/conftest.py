@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.hoststate import HostSnapshot
+from tests.hoststate import HostSnapshot, host_lock
 from tests.runtime.support import build_busybox_rootfs
 from tinykube.node.runtime import cgroups, mounts
 from tinykube.node.runtime.cni import CniConfig
@@ -40,9 +40,9 @@ def busybox(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_busybox_rootfs(tmp_path_factory.mktemp("busybox"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def host() -> Iterator[None]:
-    """Unreachable routes for the cluster CIDRs; afterwards the host as it was before the session.
+    """Unreachable routes for the cluster CIDRs; afterwards the host as it was before these tests.
 
     The bridge plugin turns on ip_forward and creates the bridge; portmap creates the ``nat``
     tables and its top-level chains, which its DEL leaves; our QoS parents stay after the last
@@ -51,12 +51,13 @@ def host() -> Iterator[None]:
     missing = [t for t in REQUIRED if not shutil.which(t)]
     if os.geteuid() != 0 or missing:
         pytest.skip(f"runtime tests need root and {', '.join(REQUIRED)} (missing: {', '.join(missing) or 'root'})")
-    snapshot = HostSnapshot((BRIDGE,))
-    asyncio.run(ensure_unreachable_routes())
-    try:
-        yield
-    finally:
-        snapshot.restore()
+    with host_lock():  # a node cluster of another test session would lose its service route
+        snapshot = HostSnapshot((BRIDGE,))
+        asyncio.run(ensure_unreachable_routes())
+        try:
+            yield
+        finally:
+            snapshot.restore()
 
 
 @dataclass

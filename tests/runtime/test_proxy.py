@@ -209,6 +209,8 @@ def test_client_ip_affinity_sticks_to_one_endpoint(node: Namespaces) -> None:
 class FakeClient:
     """The two calls ``list_and_watch`` makes: a list, then a watch fed from a queue per URL."""
 
+    shared = None  # watches are not shared (client/informers.py)
+
     def __init__(self) -> None:
         self.queues: dict[str, asyncio.Queue[Json]] = {}
 
