@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import fcntl
 import os
 import shutil
 import ssl
@@ -53,8 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from floor import runtime_floor  # noqa: E402
 from tests.e2e.cluster import Cluster  # noqa: E402
-from tests.e2e.nodes import BRIDGE, LOCK, start_node_cluster, stop_node_cluster  # noqa: E402
-from tests.hoststate import HostSnapshot, link_exists  # noqa: E402
+from tests.e2e.nodes import BRIDGE, start_node_cluster, stop_node_cluster  # noqa: E402
+from tests.hoststate import HOST_LOCK, HostSnapshot, host_lock, link_exists  # noqa: E402
 from tests.registry import LocalRegistry, build_test_images  # noqa: E402
 
 NS = "default"
@@ -352,19 +351,6 @@ async def burst(bench: Bench, count: int) -> tuple[float, float, float]:
     return total, idle, busy
 
 
-@contextlib.contextmanager
-def host_lock() -> Iterator[None]:
-    """The e2e node sessions' lock (``tests/e2e/nodes.py``): they and this bench share the bridge, so
-    one node cluster at a time; a bench started during an e2e run waits for it."""
-    with open(LOCK, "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"  waiting for {LOCK} (an e2e node session runs) ...", file=sys.stderr)
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
 @contextlib.asynccontextmanager
 async def node_cluster(base: Path) -> AsyncIterator[Bench]:
     """Registry + ``tinykube up`` + an admin session and pod watch; all gone afterwards, whatever happened.
@@ -372,7 +358,7 @@ async def node_cluster(base: Path) -> AsyncIterator[Bench]:
     Run under :func:`host_lock`; a bridge left by a crashed run must be removed first.
     """
     if link_exists(BRIDGE):
-        raise SystemExit(f"bridge {BRIDGE} exists without an e2e run holding {LOCK}: a crashed run left it")
+        raise SystemExit(f"bridge {BRIDGE} exists without an e2e run holding {HOST_LOCK}: a crashed run left it")
     snapshot = HostSnapshot((BRIDGE,))
     registry = LocalRegistry(base / "registry")
     cluster: Cluster | None = None

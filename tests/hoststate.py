@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,11 @@ def host_lock() -> Iterator[None]:
     proxy tables and service route) and the runtime tests (which reset the cluster CIDRs' routes)
     would undo each other's changes; a second test session waits for the first."""
     with open(HOST_LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for {HOST_LOCK}: another session uses the host's network", file=sys.stderr, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
 
