@@ -235,3 +235,47 @@ def token_ca_hash(token: str) -> str:
     if token.startswith("K10") and "::" in token:
         return token[3:token.index("::")]
     return ""
+
+
+def client_request(common_name: str, organizations: list[str]) -> tuple[bytes, bytes]:
+    """A fresh key and a PEM certificate request for it (a kubelet's TLS bootstrap): (key, request)."""
+    key = _new_key()
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    request = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(attrs)).sign(key, hashes.SHA256())
+    return _key_pem(key), request.public_bytes(serialization.Encoding.PEM)
+
+
+def sign_request(pki: Pki, request_pem: bytes, lifetime: datetime.timedelta, now: datetime.datetime) -> bytes:
+    """The cluster CA's client certificate for a PEM request, with the request's subject (csrsigning's signer)."""
+    request = x509.load_pem_x509_csr(request_pem)
+    ca_cert, ca_key = _load_ca(pki)
+    lifetime = min(lifetime, ca_cert.not_valid_after_utc - now)  # never past the CA's own expiry
+    cert = (x509.CertificateBuilder().subject_name(request.subject).issuer_name(ca_cert.subject)
+            .public_key(request.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + lifetime)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def request_subject(request_pem: bytes) -> tuple[str, list[str]]:
+    """The common name and organizations a PEM certificate request asks for; ValueError if it is not one."""
+    request = x509.load_pem_x509_csr(request_pem)
+    names = [a.value for a in request.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    orgs = [a.value for a in request.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+    return (str(names[0]) if names else ""), [str(o) for o in orgs]
+
+
+def certificate_usable(cert_path: str, ca_path: str, now: datetime.datetime) -> bool:
+    """Whether a stored certificate was issued by this CA and is valid for a while yet (a restarted
+    node reuses its bootstrap certificate rather than asking again)."""
+    try:
+        with open(cert_path, "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+        with open(ca_path, "rb") as f:
+            ca = x509.load_pem_x509_certificate(f.read())
+    except (FileNotFoundError, ValueError):
+        return False
+    return cert.issuer == ca.subject and cert.not_valid_after_utc - now > datetime.timedelta(hours=1)

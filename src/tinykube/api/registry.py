@@ -66,6 +66,7 @@ _DEFINITION_PREFIX = {
     "coordination.k8s.io": "io.k8s.api.coordination",
     "discovery.k8s.io": "io.k8s.api.discovery",
     "storage.k8s.io": "io.k8s.api.storage",
+    "certificates.k8s.io": "io.k8s.api.certificates",
 }
 
 
@@ -100,6 +101,9 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True, "lease"),
     ResourceType("storage.k8s.io", "v1", "storageclasses", "StorageClass", False, "storageclass", ("sc",)),
     ResourceType("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True, "endpointslice"),
+    ResourceType("certificates.k8s.io", "v1", "certificatesigningrequests", "CertificateSigningRequest", False,
+                 "certificatesigningrequest", ("csr",),
+                 subresources={"approval": "CertificateSigningRequest", "status": "CertificateSigningRequest"}),
 )
 
 

@@ -624,6 +624,27 @@ class _Printer:
     conditions: Callable[[Obj], list[Obj]] = lambda obj: []
 
 
+_CSR_SPEC = "io.k8s.api.certificates.v1.CertificateSigningRequestSpec"
+_CSR_COLUMNS = (NAME, AGE, _Column("SignerName", (_CSR_SPEC, "signerName")), _Column("Requestor", (_CSR_SPEC, "request")),
+                _Column("RequestedDuration", (_CSR_SPEC, "expirationSeconds")),
+                _Column("Condition", ("io.k8s.api.certificates.v1.CertificateSigningRequestStatus", "conditions")))
+
+
+def _csr_condition(csr: Obj) -> str:
+    """extractCSRStatus: Denied, Approved or Pending, then ``,Failed`` and ``,Issued``."""
+    status = csr.get("status") or {}
+    kinds = {c.get("type") for c in status.get("conditions") or []}
+    text = "Denied" if "Denied" in kinds else "Approved" if "Approved" in kinds else "Pending"
+    return text + (",Failed" if "Failed" in kinds else "") + (",Issued" if status.get("certificate") else "")
+
+
+def _csr_cells(csr: Obj, now: datetime) -> list[Any]:
+    spec = csr.get("spec") or {}
+    seconds = spec.get("expirationSeconds")
+    return [_name(csr), _age(csr, now), spec.get("signerName") or "<none>", spec.get("username", ""),
+            human_duration(seconds) if seconds is not None else "<none>", _csr_condition(csr)]
+
+
 def _simple(*columns: _Column) -> Callable[[Callable[[Obj], list[Any]]], _Printer]:
     """A printer for kinds whose row is ``name, <middle cells>, age``."""
     def build(middle: Callable[[Obj], list[Any]]) -> _Printer:
@@ -656,6 +677,7 @@ _PRINTERS: dict[tuple[str, str], _Printer] = {
     ("storage.k8s.io", "storageclasses"): _Printer(_STORAGE_CLASS_COLUMNS, _storage_class_cells),
     ("", "resourcequotas"): _Printer(_RESOURCE_QUOTA_COLUMNS, _resource_quota_cells),
     ("discovery.k8s.io", "endpointslices"): _simple(*_ENDPOINT_SLICE_COLUMNS)(_endpoint_slice_cells),
+    ("certificates.k8s.io", "certificatesigningrequests"): _Printer(_CSR_COLUMNS, _csr_cells),
     ("coordination.k8s.io", "leases"): _simple(
         _Column("Holder", ("io.k8s.api.coordination.v1.LeaseSpec", "holderIdentity")))(
         lambda lease: [(lease.get("spec") or {}).get("holderIdentity") or ""]),

@@ -1384,7 +1384,7 @@ def _pv_status(new: Obj, old: Obj) -> Errors:
 
 
 def _rules() -> dict[tuple[str, str], Rules]:
-    from tinykube.api import validation_pod, validation_quota  # imported here: they build on the helpers above
+    from tinykube.api import validation_csr, validation_pod, validation_quota  # imported here: they build on the helpers above
 
     return {
         ("", "Pod"): Rules(validation_pod.validate_pod_create, validation_pod.validate_pod_update,
@@ -1402,6 +1402,9 @@ def _rules() -> dict[tuple[str, str], Rules]:
         ("", "Event"): Rules(validate_core_event, lambda new, old: validate_core_event(new)),
         ("events.k8s.io", "Event"): Rules(validate_events_v1_event, validate_events_v1_event_update),
         ("coordination.k8s.io", "Lease"): Rules(validate_lease),
+        ("certificates.k8s.io", "CertificateSigningRequest"): Rules(validation_csr.validate_csr,
+                                                                    validation_csr.validate_csr_update,
+                                                                    validation_csr.validate_csr_update),
         ("", "LimitRange"): Rules(validation_quota.validate_limit_range),
         ("", "ResourceQuota"): Rules(validation_quota.validate_resource_quota, validation_quota.validate_resource_quota_update,
                                      validation_quota.validate_resource_quota_status_update),

@@ -18,6 +18,7 @@ from tinykube.api import openapi, openapi_v2
 from tinykube.api.errors import ApiError, internal, method_not_allowed
 from tinykube.apiserver import discovery, instrumentation, resourcemetrics, rest, tokenrequest, watch
 from tinykube.apiserver.auth import Authenticator
+from tinykube.apiserver.authz import CURRENT_USER, Authorizer, attributes
 from tinykube.apiserver.nodeproxy import NodeProxy
 from tinykube.apiserver.requests import RequestInfo, json_response, query_flag, request_info
 from tinykube.apiserver.storage import Storage
@@ -30,6 +31,7 @@ AUTH: web.AppKey[Authenticator] = web.AppKey("auth", Authenticator)
 NODE_PROXY: web.AppKey[NodeProxy] = web.AppKey("node_proxy", NodeProxy)
 CA_FILE: web.AppKey[str] = web.AppKey("ca_file", str)
 TOKENS: web.AppKey[ServiceAccountTokens] = web.AppKey("tokens", ServiceAccountTokens)
+AUTHORIZER: web.AppKey[Authorizer | None] = web.AppKey("authorizer", Authorizer)
 
 VERSION = {
     "major": "1", "minor": "32", "gitVersion": "v1.32.4+tinykube", "gitCommit": "tinykube", "gitTreeState": "clean",
@@ -44,7 +46,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Authenticate, run the handler, and turn every failure into a ``Status``."""
     try:
-        await request.app[AUTH].authenticate(request)
+        user = await request.app[AUTH].authenticate(request)
+        CURRENT_USER.set(user)  # this request's task only: admission reads it (NodeRestriction, CSR requestor)
         return await handler(request)
     except ApiError as e:
         return json_response(orjson.dumps(e.status()), e.code)
@@ -135,11 +138,20 @@ async def group_resource(request: web.Request) -> web.StreamResponse:
 async def metrics_resource(request: web.Request) -> web.StreamResponse:
     """metrics.k8s.io: answered from the nodes, never from storage."""
     info = request_info(resourcemetrics.GROUP, resourcemetrics.VERSION, request.match_info["rest"])
+    await _authorize(request, info)
     return await resourcemetrics.serve(request, request.app[STORAGE], request.app[NODE_PROXY], info)
+
+
+async def _authorize(request: web.Request, info: RequestInfo) -> None:
+    """The authorization filter: after authentication and request-info, before any handler."""
+    authorizer = request.app[AUTHORIZER]
+    if authorizer is not None:
+        await authorizer.authorize(CURRENT_USER.get(), attributes(request.method, info, request.query))
 
 
 async def dispatch(request: web.Request, info: RequestInfo) -> web.StreamResponse:
     """Pick the verb handler for a resource request."""
+    await _authorize(request, info)
     storage = request.app[STORAGE]
     method = request.method
     if info.subresource == "binding" and method == "POST":
@@ -150,7 +162,7 @@ async def dispatch(request: web.Request, info: RequestInfo) -> web.StreamRespons
         return await request.app[NODE_PROXY].logs(request, storage, info)
     if info.subresource in ("exec", "attach", "portforward") and method in ("GET", "POST"):
         return await request.app[NODE_PROXY].stream(request, storage, info)
-    if info.subresource in ("", "status", "finalize"):
+    if info.subresource in ("", "status", "finalize", "approval"):
         if not info.name:
             return await _collection(request, storage, info)
         if method == "GET":
@@ -178,14 +190,15 @@ async def _collection(request: web.Request, storage: Storage, info: RequestInfo)
 
 
 def build(storage: Storage, auth: Authenticator, node_proxy: NodeProxy, ca_file: str,
-          tokens: ServiceAccountTokens) -> web.Application:
-    """The whole API as one aiohttp application."""
+          tokens: ServiceAccountTokens, authorizer: Authorizer | None = None) -> web.Application:
+    """The whole API as one aiohttp application (every authenticated user may do anything without ``authorizer``)."""
     app = web.Application(middlewares=[middleware, instrumentation.middleware], client_max_size=4 * 1024 * 1024)
     app[STORAGE] = storage
     app[AUTH] = auth
     app[NODE_PROXY] = node_proxy
     app[CA_FILE] = ca_file
     app[TOKENS] = tokens
+    app[AUTHORIZER] = authorizer
     app[instrumentation.METRICS] = instrumentation.RequestMetrics()
 
     async def close_proxy(app: web.Application) -> None:

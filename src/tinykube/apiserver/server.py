@@ -27,8 +27,10 @@ from tinykube.api.registry import ResourceType, lookup
 from tinykube import pki
 from tinykube.apiserver.app import build
 from tinykube.apiserver.auth import Authenticator, User
+from tinykube.apiserver.authz import BOOTSTRAPPERS_GROUP, Authorizer, node_restriction
 from tinykube.apiserver.bootstrapdata import cluster_identity
 from tinykube.apiserver.cache import ObjectCache
+from tinykube.apiserver.csr_admission import set_requestor
 from tinykube.apiserver.limitranger import LimitRanger
 from tinykube.apiserver.nodeproxy import NodeProxy
 from tinykube.apiserver.podsecurity import PodSecurityAdmission
@@ -191,10 +193,35 @@ async def _admitting_storage(store: Store, reads: Storage) -> tuple[Storage, tup
     account_lister = lambda _resource, namespace, name: accounts.fetch(namespace, name)  # noqa: E731
     # Quota charges once every hook that may refuse a pod has passed, and before Service addresses are
     # claimed (a refused Service must not hold any); kube-apiserver reverts its allocations instead.
-    storage = Storage(store, admission=[ServiceAccountAdmission(account_lister).admit, limits.validate,
+    storage = Storage(store, admission=[node_restriction, ServiceAccountAdmission(account_lister).admit, limits.validate,
                                         PodSecurityAdmission(store, namespaces).admit, quotas.admit, allocator.admit],
-                      release=[allocator.release, quotas.release], namespaces=namespaces, mutating=[limits.mutate])
+                      release=[allocator.release, quotas.release], namespaces=namespaces,
+                      mutating=[set_requestor, limits.mutate])
     return storage, caches
+
+
+def bootstrap_user(join_token: str) -> User:
+    """Who the join token is: a bootstrap token's user (``system:bootstrap:<token id>``, the secret's
+    first six characters) that may only ask for a node client certificate."""
+    secret = join_token.rpartition(":")[2]
+    return User(f"system:bootstrap:{secret[:6]}", (BOOTSTRAPPERS_GROUP,))
+
+
+def _authorizer(reads: Storage) -> Authorizer:
+    """The Node authorizer, its graph read live from the store (nodes' requests only)."""
+    async def pods(namespace: str | None) -> list[dict[str, Any]]:
+        return await reads.list_objects(_resource("pods"), namespace)
+
+    async def get(resource: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        try:
+            obj, _ = await reads.get(_resource(resource), namespace, name)
+        except ApiError as e:
+            if e.code != 404:
+                raise
+            return None
+        return obj
+
+    return Authorizer(pods, get)
 
 
 @asynccontextmanager
@@ -211,12 +238,13 @@ async def running(config: ServerConfig) -> AsyncIterator[ControlPlane]:
     storage, caches = await _admitting_storage(store, reads)
     tokens = ServiceAccountTokens(pki.load_key(paths.service_account_key), lookup_object)
     auth = Authenticator({loopback_token: User("system:apiserver", ("system:masters",)),
-                          join_token: User("system:node-joiner", ("system:nodes", "system:masters"))}, tokens)
+                          join_token: bootstrap_user(join_token)}, tokens)
     runner: web.AppRunner | None = None
     try:
         await bootstrap(storage, config.port)
         proxy = NodeProxy(paths.kubelet_client_cert, paths.kubelet_client_key)
-        runner = web.AppRunner(build(storage, auth, proxy, paths.ca_cert, tokens), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        app = build(storage, auth, proxy, paths.ca_cert, tokens, _authorizer(reads))
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
         tls = ssl_context(paths)
         await web.TCPSite(runner, config.bind, config.port, ssl_context=tls, backlog=1024).start()

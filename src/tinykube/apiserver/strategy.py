@@ -18,7 +18,8 @@ from tinykube.api.registry import ResourceType
 
 # Kinds whose status belongs to a /status subresource: a write to the main resource keeps it.
 _STATUS_OWNED = frozenset({"Pod", "Service", "Namespace", "Node", "PersistentVolume", "PersistentVolumeClaim",
-                           "ResourceQuota"})
+                           "ResourceQuota", "CertificateSigningRequest"})
+_CSR_DECISIONS = ("Approved", "Denied")
 _SERVER_METADATA = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion",
                     "selfLink", "generation")
 # names.SimpleNameGenerator: 5 characters from an alphabet without vowels and look-alikes.
@@ -49,6 +50,8 @@ def prepare_create(rt: ResourceType, obj: dict[str, Any], namespace: str | None,
 
 def prepare_update(rt: ResourceType, new: dict[str, Any], old: dict[str, Any], subresource: str) -> dict[str, Any]:
     """The object to store for an update: what the client may change, the rest from ``old``."""
+    if rt.kind == "CertificateSigningRequest" and subresource in ("status", "approval"):
+        return _csr_subresource(new, old, subresource)
     if subresource == "status":
         merged = copy.deepcopy(old)
         merged["status"] = new.get("status", {})
@@ -69,12 +72,33 @@ def prepare_update(rt: ResourceType, new: dict[str, Any], old: dict[str, Any], s
     new["apiVersion"], new["kind"] = rt.group_version, rt.kind
     if rt.kind == "Namespace":  # finalizers change only through /finalize
         new.setdefault("spec", {})["finalizers"] = (old.get("spec") or {}).get("finalizers") or []
+    if rt.kind == "CertificateSigningRequest":  # csrStrategy: the spec never changes after create
+        new["spec"] = copy.deepcopy(old.get("spec") or {})
     if rt.kind in _STATUS_OWNED:
         if "status" in old:
             new["status"] = old["status"]
         else:
             new.pop("status", None)
     return new
+
+
+def _csr_subresource(new: dict[str, Any], old: dict[str, Any], subresource: str) -> dict[str, Any]:
+    """csrStatusStrategy/csrApprovalStrategy: /approval changes only the conditions (the certificate
+    stays), /status everything in the status but the Approved/Denied decisions (only /approval makes those)."""
+    merged = copy.deepcopy(old)
+    status = copy.deepcopy(new.get("status") or {})
+    old_status = old.get("status") or {}
+    if subresource == "approval":
+        status.pop("certificate", None)
+        if old_status.get("certificate"):
+            status["certificate"] = old_status["certificate"]
+    else:
+        kept = [c for c in old_status.get("conditions") or [] if c.get("type") in _CSR_DECISIONS]
+        others = [c for c in status.get("conditions") or [] if c.get("type") not in _CSR_DECISIONS]
+        if kept or others:
+            status["conditions"] = kept + others
+    merged["status"] = status
+    return merged
 
 
 def check_identity(rt: ResourceType, obj: dict[str, Any], info_name: str, namespace: str | None) -> None:

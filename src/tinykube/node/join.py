@@ -1,24 +1,38 @@
-"""Joining a cluster with a token: fetch the CA the token pins, and a serving certificate.
+"""Joining a cluster with a token: fetch the CA the token pins, then TLS-bootstrap a client certificate.
 
 The join token ``K10<sha256 of the CA>::server:<secret>`` (k3s' format) lets a new node trust
 the API server without copying files: the CA is fetched from ``/cacerts`` without verification
-and accepted only if its hash matches the token.  The agent's own serving certificate is
-self-signed until TLS bootstrap exists (the API server does not verify it, as upstream by
-default).
+and accepted only if its hash matches the token.  The token itself only authenticates a
+bootstrapper: as the kubelet's TLS bootstrap, the node makes a key, asks for a
+``kubernetes.io/kube-apiserver-client-kubelet`` certificate for ``system:node:<name>`` with a
+CertificateSigningRequest, waits for the controllers to approve and sign it, and from then on
+talks to the API with that certificate (kept in its data dir and reused while valid).  The
+agent's own serving certificate stays self-signed (the API server does not verify it, as
+upstream by default).
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import datetime
 import logging
 import os
 import ssl
+from typing import Any
 
 import aiohttp
 
 from tinykube import pki
-from tinykube.client.rest import Credentials
+from tinykube.api.registry import lookup
+from tinykube.client.rest import Client, Credentials, path
 
 log = logging.getLogger(__name__)
+
+CSRS = lookup("certificates.k8s.io", "v1", "certificatesigningrequests")
+assert CSRS is not None
+KUBELET_CLIENT_SIGNER = "kubernetes.io/kube-apiserver-client-kubelet"
+POLL = 0.2  # seconds between looks at the request while the controllers approve and sign it
 
 
 class JoinError(Exception):
@@ -47,9 +61,56 @@ async def fetch_ca(server: str, token: str, dest: str) -> str:
 
 
 async def join(server: str, token: str, agent_dir: str, node_name: str, node_ip: str) -> tuple[Credentials, str, str]:
-    """Credentials for the API, and this node's serving certificate and key paths."""
+    """Credentials for the API (this node's client certificate), and its serving certificate and key paths."""
     ca = await fetch_ca(server, token, os.path.join(agent_dir, "ca.crt"))
     cert, key = os.path.join(agent_dir, "serving.crt"), os.path.join(agent_dir, "serving.key")
     if not os.path.exists(cert):
         pki.self_signed(f"system:node:{node_name}", [node_ip, "localhost", node_name], cert, key)
-    return Credentials(server, ca, token=token), cert, key
+    client_cert, client_key = os.path.join(agent_dir, "client.crt"), os.path.join(agent_dir, "client.key")
+    if not pki.certificate_usable(client_cert, ca, datetime.datetime.now(datetime.timezone.utc)):
+        await bootstrap(Credentials(server, ca, token=token), node_name, client_cert, client_key)
+    return Credentials(server, ca, cert_file=client_cert, key_file=client_key), cert, key
+
+
+def csr_object(node_name: str, request_pem: bytes) -> dict[str, Any]:
+    """The kubelet's bootstrap request: a client certificate for ``system:node:<name>``."""
+    return {"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+            "metadata": {"generateName": "node-csr-"},
+            "spec": {"request": base64.b64encode(request_pem).decode(), "signerName": KUBELET_CLIENT_SIGNER,
+                     "usages": ["digital signature", "client auth"]}}
+
+
+async def bootstrap(creds: Credentials, node_name: str, cert_path: str, key_path: str) -> None:
+    """Ask for a client certificate with the bootstrap token and store it with its key."""
+    key_pem, request_pem = pki.client_request(f"system:node:{node_name}", ["system:nodes"])
+    client = Client(creds, "kubelet")
+    try:
+        created = await client.create(path(CSRS), csr_object(node_name, request_pem))
+        name = created["metadata"]["name"]
+        log.info("waiting for certificate signing request %s to be approved and issued", name)
+        certificate = await _issued(client, name)
+    finally:
+        await client.close()
+    _write(key_path, key_pem, 0o600)
+    _write(cert_path, certificate, 0o644)  # last: a certificate on disk means its key is there too
+
+
+async def _issued(client: Client, name: str) -> bytes:
+    """The signed certificate, once there; a denied or failed request ends the join."""
+    while True:
+        csr = await client.get(path(CSRS, name=name))
+        status = csr.get("status") or {}
+        if status.get("certificate"):
+            return base64.b64decode(status["certificate"])
+        for condition in status.get("conditions") or []:
+            if condition.get("type") in ("Denied", "Failed"):
+                raise JoinError(f"certificate signing request {name} was {condition['type'].lower()}: "
+                                f"{condition.get('message', '')}")
+        await asyncio.sleep(POLL)
+
+
+def _write(filename: str, data: bytes, mode: int) -> None:
+    fd = os.open(filename + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(filename + ".tmp", filename)
