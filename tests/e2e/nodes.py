@@ -10,7 +10,6 @@ and conmon processes of its runc root, sandbox pins and mounts, the bridge, pod 
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import signal
@@ -21,13 +20,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.e2e.cluster import REPO, TINYKUBE, Cluster, free_port
-from tests.hoststate import HostSnapshot
+from tests.e2e.cluster import REPO, TINYKUBE, Cluster, eventually, free_port, stop_process
+from tests.hoststate import HostSnapshot, host_lock
 from tests.registry import LocalRegistry
 from tinykube.node.runtime import cgroups, mounts
 
 BRIDGE = "tke2e0"
-LOCK = "/run/tinykube-e2e-node.lock"
 NO_UPSTREAM = "127.0.0.1:9"  # names outside the cluster are forwarded to loopback's discard port: never off the host
 
 
@@ -39,6 +37,9 @@ def start_node_cluster(base: Path, registry: LocalRegistry) -> tuple[Cluster, Pa
         "--run-dir", str(run_dir), "--bridge", BRIDGE, "--kubelet-port", str(free_port()), "--node-name", "node-1",
         "--dns-upstream", NO_UPSTREAM))
     cluster.start()
+    # the agent registers once TLS bootstrap got it a certificate: tests start with the node Ready
+    ready = "jsonpath={.status.conditions[?(@.type=='Ready')].status}"
+    eventually(lambda: cluster.kubectl("get", "node", "node-1", "-o", ready, check=False).stdout == "True", "node-1 Ready")
     return cluster, run_dir
 
 
@@ -72,15 +73,7 @@ class NodeProcess:
             self.proc.wait()
 
     def stop(self) -> None:
-        if not self.alive():
-            return
-        assert self.proc is not None
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
 
 def stop_node_cluster(cluster: Cluster, run_dir: Path, agent: NodeProcess | None = None) -> None:
@@ -91,12 +84,12 @@ def stop_node_cluster(cluster: Cluster, run_dir: Path, agent: NodeProcess | None
             listed = cluster.kubectl("get", "pods", "-A", "-o", "jsonpath={.items[*].metadata.uid}", check=False)
             uids = set(listed.stdout.split())
             cluster.kubectl("delete", "pods", "--all", "-A", "--grace-period=0", "--force", "--timeout=60s", check=False)
-            _wait_torn_down(run_dir)
+            wait_torn_down(run_dir)
     finally:
         if agent is not None:
             agent.stop()
         cluster.stop()
-        _remove_leftovers(run_dir, agent.data_dir if agent is not None else cluster.data_dir, uids)
+        remove_leftovers(run_dir, agent.data_dir if agent is not None else cluster.data_dir, uids)
 
 
 def _sandboxes(run_dir: Path) -> set[str]:
@@ -104,14 +97,14 @@ def _sandboxes(run_dir: Path) -> set[str]:
     return {d.name for d in sandboxes.iterdir() if d.is_dir()} if sandboxes.exists() else set()
 
 
-def _wait_torn_down(run_dir: Path, timeout: float = 20.0) -> None:
+def wait_torn_down(run_dir: Path, timeout: float = 20.0) -> None:
     """A forced delete returns at once; give the agent time to tear the pods down before it stops."""
     deadline = time.monotonic() + timeout
     while _sandboxes(run_dir) and time.monotonic() < deadline:
         time.sleep(0.1)
 
 
-def _remove_leftovers(run_dir: Path, data_dir: Path, uids: set[str]) -> None:
+def remove_leftovers(run_dir: Path, data_dir: Path, uids: set[str]) -> None:
     ours = _sandboxes(run_dir) | uids
     runc_root = run_dir / "runc"
     if runc_root.exists():
@@ -140,8 +133,7 @@ def _remove_leftovers(run_dir: Path, data_dir: Path, uids: set[str]) -> None:
 def node_cluster_fixture(base: Path, registry: LocalRegistry) -> Iterator[Cluster]:
     """One node cluster at a time on this host: two test sessions would share the bridge, the DNS
     address on lo and the proxy's tables, so a second session waits for the first."""
-    with open(LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with host_lock():
         snapshot = HostSnapshot((BRIDGE,))
         cluster, run_dir = start_node_cluster(base, registry)
         try:
@@ -156,8 +148,7 @@ def split_node_cluster_fixture(base: Path, registry: LocalRegistry,
     """``tinykube server`` plus a ``tinykube node`` process, under the same host lock and teardown as
     :func:`node_cluster_fixture`.  An agent a failed test left dead is started again first, so it
     tears its pods down and removes its proxy rules in an orderly stop."""
-    with open(LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with host_lock():
         snapshot = HostSnapshot((BRIDGE,))
         cluster = Cluster(base / "server", extra_args=server_args)
         agent = NodeProcess(cluster, base / "node", Path(tempfile.mkdtemp(prefix="tk-", dir="/run")))

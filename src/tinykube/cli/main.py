@@ -26,6 +26,7 @@ from tinykube.apiserver.server import ControlPlane, ServerConfig, running
 from tinykube.cli import image, kubeconfig
 from tinykube.client.informers import share_watches
 from tinykube.client.rest import Client
+from tinykube.controllers.csr import CsrController
 from tinykube.controllers.endpoints import EndpointsController, advertise_address
 from tinykube.controllers.leaderelection import run_elected
 from tinykube.controllers.localpath import LocalPathController
@@ -87,6 +88,8 @@ def _node_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kubelet-port", type=int, default=10250, help="port of the agent's log/exec endpoint")
     parser.add_argument("--run-dir", default="/run/tinykube", help="runtime state: runc root, bundles, CNI")
     parser.add_argument("--bridge", default="tinykube0", help="name of the pod network bridge")
+    parser.add_argument("--cgroup-root", default="tinykube", metavar="NAME",
+                        help="top-level cgroup of this node's pods (default %(default)s)")
     parser.add_argument("--dns-upstream", action="append", default=None, metavar="HOST:PORT",
                         help="where cluster DNS forwards names outside the cluster (default: /etc/resolv.conf's)")
     parser.add_argument("--pod-max-pids", type=int, default=POD_PIDS_LIMIT,
@@ -171,10 +174,12 @@ async def _node(args: argparse.Namespace, server: str, token: str) -> None:
 
     upstreams = tuple(_address(a) for a in args.dns_upstream) if args.dns_upstream else None
     config = AgentConfig(node_name=args.node_name, data_dir=args.data_dir, run_dir=args.run_dir, node_ip=args.node_ip,
-                         kubelet_port=args.kubelet_port, bridge=args.bridge, dns_upstreams=upstreams,
-                         pod_pids_limit=args.pod_max_pids, system_reserved=args.system_reserved,
-                         kube_reserved=args.kube_reserved)
+                         kubelet_port=args.kubelet_port, bridge=args.bridge, cgroup_root=args.cgroup_root,
+                         dns_upstreams=upstreams, pod_pids_limit=args.pod_max_pids,
+                         system_reserved=args.system_reserved, kube_reserved=args.kube_reserved)
     creds, cert, key = await join(server, token, config.agent_dir, config.node_name, config.node_ip)
+    kubeconfig.write(os.path.join(config.agent_dir, "kubelet.kubeconfig"),  # the node's own credentials, for people
+                     kubeconfig.admin_config(server, creds.ca_file, creds.cert_file, creds.key_file))
     config = dataclasses.replace(config, serving_cert=cert, serving_key=key, client_ca=creds.ca_file)
     client = Client(creds, "kubelet")
     try:
@@ -197,7 +202,7 @@ async def _controller_manager(client: Client, plane: ControlPlane, args: argpars
     config = plane.config
     controllers = (NamespaceController(client), ServiceAccountController(client), NodeIpamController(client),
                    LocalPathController(client, os.path.join(args.data_dir, "storage")),
-                   RootCACertPublisher(client, _read(plane.pki.ca_cert)),
+                   RootCACertPublisher(client, _read(plane.pki.ca_cert)), CsrController(client, plane.pki),
                    EndpointsController(client, config.advertise_address or config.bind, config.port, masters),
                    ResourceQuotaController(client), NodeLifecycleController(client, LifecycleConfig(
                        args.node_monitor_period, args.node_monitor_grace_period, args.node_startup_grace_period)))

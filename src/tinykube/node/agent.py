@@ -30,12 +30,15 @@ from tinykube.node.launch import Launcher, field_path, pod_log_dir
 from tinykube.node.probes import Prober
 from tinykube.node.proxy import ServiceProxy
 from tinykube.node.logs import latest_log
+from tinykube.node.routes import HostGateway
 from tinykube.node.registration import Registration, reservation
 from tinykube.node.security import POD_PIDS_LIMIT
+from tinykube.node.sourcewatch import SourceWatches
 from tinykube.node.runtime.cni import CniConfig
 from tinykube.node.runtime.containers import Runtime
 from tinykube.node.runtime.images import ImageStore
 from tinykube.node.runtime.registry import Hosts
+from tinykube.node.runtime import cgroups
 from tinykube.node.runtime.cgroups import host_stat_sources
 from tinykube.node.runtime.sandbox import Sandboxes, ensure_unreachable_routes
 from tinykube.node.targets import PodTargets
@@ -59,6 +62,7 @@ class AgentConfig:
     node_ip: str = "127.0.0.1"
     kubelet_port: int = 10250
     bridge: str = "tinykube0"
+    cgroup_root: str = "tinykube"  # --cgroup-root: the parent of this node's pod cgroups
     dns_upstreams: tuple[tuple[str, int], ...] | None = None  # None: the host's resolvers
     serving_cert: str = ""
     serving_key: str = ""
@@ -103,10 +107,12 @@ class NodeAgent:
         self.client = client
         self.recorder = EventRecorder(client, Source("kubelet", config.node_name))
         facts = host.gather(config.data_dir, config.node_ip)
+        cgroups.use_root(config.cgroup_root)
         self.registration = Registration(client, config.node_name, facts, config.kubelet_port,
                                          reservation(config.system_reserved, config.kube_reserved))
         self.workers: dict[str, PodWorker] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.sources = SourceWatches(client, self._on_source_change)
 
     async def run(self) -> None:
         self.recorder.start()
@@ -129,15 +135,15 @@ class NodeAgent:
             await self._remove_orphans(selector)
             proxy = ServiceProxy(self.client, [self.config.node_ip],  # after the unreachable routes: it reroutes them
                                  local_ips=[self.dns.listen[0]])
-            await asyncio.gather(self.registration.heartbeat(), self._proxy(proxy), self.dns.run(),
+            routes = HostGateway(self.client, self.config.node_name)  # pods of other nodes, via their addresses
+            await asyncio.gather(self.registration.heartbeat(), self._proxy(proxy), self.dns.run(), routes.run(),
                                  self._eviction_manager().run(),
-                                 list_and_watch(self.client, "/api/v1/configmaps", self._on_source_change),
-                                 list_and_watch(self.client, "/api/v1/secrets", self._on_source_change),
                                  list_and_watch(self.client, path(PODS), self._on_pod, selector))
         finally:
             for task in self.tasks.values():
                 task.cancel()
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+            await self.sources.close()
             await runner.cleanup()
             await self.recorder.stop()
 
@@ -201,12 +207,18 @@ class NodeAgent:
         if kind == "DELETED":
             if worker is not None:
                 worker.update(pod, deleted=True)
+            self._sync_sources(gone=uid)
             return
         if worker is None:
             worker = self.workers[uid] = PodWorker(self.ctx, uid, pod)
             worker.adopt()
             self.tasks[uid] = asyncio.create_task(self._run_worker(worker))
         worker.update(pod)
+        self._sync_sources()
+
+    def _sync_sources(self, gone: str = "") -> None:
+        """Watch what the node's pods mount; a deleted pod's objects are no longer this node's to read."""
+        self.sources.sync(w.pod for w in self.workers.values() if w.pod is not None and w.uid != gone)
 
     async def _run_worker(self, worker: PodWorker) -> None:
         try:
@@ -214,6 +226,7 @@ class NodeAgent:
         finally:
             self.workers.pop(worker.uid, None)
             self.tasks.pop(worker.uid, None)
+            self._sync_sources()
 
     def _pod_ip(self, uid: str) -> str:
         worker = self.workers.get(uid)

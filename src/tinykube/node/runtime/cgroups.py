@@ -71,6 +71,17 @@ class PodCgroup:
     path: str
 
 
+def use_root(name: str) -> None:
+    """Put this process's pod cgroups under ``/<name>`` instead of ``/tinykube`` (``--cgroup-root``).
+
+    Process-wide because one process runs at most one node agent, and every path below derives
+    from it; two agents on one machine (test "hosts" in network namespaces) need separate trees
+    so that neither lists, measures or removes the other's pods.
+    """
+    global TOP
+    TOP = name
+
+
 def parse_hierarchies(mountinfo: str, root: Path = CGROUP_ROOT) -> list[Hierarchy]:
     """The cgroup mounts under ``root`` in a /proc/self/mountinfo text (v2 controllers unread)."""
     found: dict[Path, Hierarchy] = {}
