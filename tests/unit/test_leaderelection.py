@@ -19,6 +19,7 @@ import pytest
 
 from tinykube.api.errors import ApiError
 from tinykube.controllers.leaderelection import (
+    EXPIRY_MARGIN,
     LeaderElector,
     LeaseLock,
     LockError,
@@ -221,9 +222,9 @@ async def test_follower_takes_over_a_crashed_leader_one_lease_after_its_last_ren
     await clock.advance(18.9 - clock.t)
     assert not b.terms
     await clock.advance(0.2)
-    assert b.leading and b.terms[0][0] == 19.0
+    assert b.leading and b.terms[0][0] == 19.0 + EXPIRY_MARGIN  # one lease after the last renewal at 4
     assert api.spec is not None and api.spec["holderIdentity"] == "b" and api.spec["leaseTransitions"] == 1
-    assert api.spec["acquireTime"] == micro_time(EPOCH + datetime.timedelta(seconds=19))
+    assert api.spec["acquireTime"] == micro_time(EPOCH + datetime.timedelta(seconds=19 + EXPIRY_MARGIN))
     assert api.events == ["a became leader", "a stopped leading", "b became leader"]
     await b.stop()
 
@@ -236,7 +237,7 @@ async def test_leader_cut_off_from_the_api_stops_before_anyone_else_starts(api: 
     a.lock.down = True  # last renewal at 4: a gives up by 4 + 2 + 10, b waits until 4 + 15
     await clock.advance(15)
     assert a.terms[0][1] is not None and a.terms[0][1] <= 16.0 and b.leading
-    assert b.terms[0][0] == 19.0 and a.terms[0][1] < b.terms[0][0]
+    assert b.terms[0][0] == 19.0 + EXPIRY_MARGIN and a.terms[0][1] < b.terms[0][0]
     a.lock.down = False  # back: a campaigns again, but b holds the lease
     await clock.advance(60)
     assert len(a.terms) == 1 and b.leading and a.elector.leader == "b"

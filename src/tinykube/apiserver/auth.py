@@ -3,7 +3,7 @@
 Client certificates signed by the cluster CA name the user (CN) and groups (O), as
 kube-apiserver reads them.  Bearer tokens are looked up in a table built at start (the node join
 token from the data dir and the loopback token the in-process controllers use), then tried as
-service-account JWTs.  Everything is authorised once authenticated (no RBAC yet);
+service-account JWTs.  What the caller may then do is ``authz``'s decision;
 unauthenticated requests get 401 except on the health endpoints.
 """
 

@@ -53,6 +53,7 @@ LEASE_DURATION = 15.0  # seconds: --leader-elect-lease-duration
 RENEW_DEADLINE = 10.0  # seconds: --leader-elect-renew-deadline
 RETRY_PERIOD = 2.0  # seconds: --leader-elect-retry-period
 JITTER_FACTOR = 1.2  # a candidate waits retry * (1 + rand * 1.2) between tries
+EXPIRY_MARGIN = 0.05  # seconds after an observed lease's expiry before trying to take it
 RELEASE_TIMEOUT = 2.0  # seconds the release of a lease on cancel may take
 
 Record = dict[str, Any]  # LeaderElectionRecord, kept as the LeaseSpec it is written as
@@ -246,8 +247,10 @@ class LeaderElector:
         """A jittered retry period, cut short when the lease we saw expires first or the watch shows it free."""
         delay = self.retry_period * (1 + self.rng.random() * JITTER_FACTOR)
         left = self._expiry() - self.clock.now()
-        if self.leader and left > 0:
-            delay = min(delay, left)
+        if self.leader and left > -self.retry_period:
+            # Just past the expiry (a timer fired a little early, the last try raced it) counts too:
+            # waiting a full jittered period then would add up to 4.4 s to the failover.
+            delay = min(delay, max(left, 0.0) + EXPIRY_MARGIN)
         sleeper = asyncio.ensure_future(self.clock.sleep(delay))
         waker = asyncio.ensure_future(self._wake.wait())
         try:
