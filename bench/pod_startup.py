@@ -22,10 +22,13 @@ first write (aiohttp with the admin client certificate, like ``bench/api.py``):
 * **the runtime floor**: ``bench/floor.py``'s :func:`runtime_floor` (netns + CNI + conmon + runc
   through tinykube's runtime, nothing above it), and tinykube's p50 over the floor's.
 
+With ``--store etcd`` the plain pod is timed once more with ``tinykube up`` keeping its state in a
+one-member etcd (tests/etcd.py, on /dev/shm), after the SQLite cluster is gone, and printed beside it.
+
 Prints numbers beside their targets; never asserts.  Cleans up after itself even on failure:
 the cluster goes through ``stop_node_cluster`` and the registry is stopped by PID.
 
-    .venv/bin/python bench/pod_startup.py [-n 20] [--burst 20]
+    .venv/bin/python bench/pod_startup.py [-n 20] [--burst 20] [--store etcd]
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from floor import runtime_floor  # noqa: E402
 from tests.e2e.cluster import Cluster  # noqa: E402
+from tests.etcd import etcd_cluster  # noqa: E402
 from tests.e2e.nodes import BRIDGE, start_node_cluster, stop_node_cluster  # noqa: E402
 from tests.hoststate import HOST_LOCK, HostSnapshot, host_lock, link_exists  # noqa: E402
 from tests.registry import LocalRegistry, build_test_images  # noqa: E402
@@ -315,13 +319,13 @@ async def volume_sources(bench: Bench) -> None:
                                                "stringData": {"password": "s3cr3t"}})
 
 
-async def sequential(bench: Bench, n: int) -> dict[str, dict[str, list[float]]]:
+async def sequential(bench: Bench, n: int, kinds: dict[str, Manifest] = KINDS) -> dict[str, dict[str, list[float]]]:
     """N pods of each of :data:`KINDS`, interleaved (plain, sidecar, volumes, plain, ...) so that any
     drift of the machine hits every kind alike; create, delete and teardown ms per kind."""
-    rows: dict[str, dict[str, list[float]]] = {kind: {"create": [], "delete": []} for kind in KINDS}
-    teardowns: dict[str, list[asyncio.Task[float]]] = {kind: [] for kind in KINDS}
+    rows: dict[str, dict[str, list[float]]] = {kind: {"create": [], "delete": []} for kind in kinds}
+    teardowns: dict[str, list[asyncio.Task[float]]] = {kind: [] for kind in kinds}
     for i in range(n):
-        for kind, make in KINDS.items():
+        for kind, make in kinds.items():
             name = f"{kind}-{i}"
             took, uid = await bench.create(name, make)
             event_ms, teardown = await bench.delete(name, uid)
@@ -352,7 +356,7 @@ async def burst(bench: Bench, count: int) -> tuple[float, float, float]:
 
 
 @contextlib.asynccontextmanager
-async def node_cluster(base: Path) -> AsyncIterator[Bench]:
+async def node_cluster(base: Path, server_args: tuple[str, ...] = ()) -> AsyncIterator[Bench]:
     """Registry + ``tinykube up`` + an admin session and pod watch; all gone afterwards, whatever happened.
 
     Run under :func:`host_lock`; a bridge left by a crashed run must be removed first.
@@ -367,7 +371,7 @@ async def node_cluster(base: Path) -> AsyncIterator[Bench]:
     watch: PodWatch | None = None
     try:
         registry.start().push(build_test_images())
-        cluster, run_dir = start_node_cluster(base / "node", registry)
+        cluster, run_dir = start_node_cluster(base / "node", registry, server_args)
         session = admin_session(cluster.url, cluster.data_dir / "tls")
         await wait_node_ready(session)
         watch = PodWatch(session)
@@ -393,6 +397,8 @@ async def main() -> None:
     parser.add_argument("-n", type=int, default=20, help="sequential pods of each kind (default %(default)s)")
     parser.add_argument("--burst", type=int, default=20, help="pods applied at once (default %(default)s)")
     parser.add_argument("--keep-log", type=Path, help="copy the tinykube log here before cleaning up")
+    parser.add_argument("--store", choices=("sqlite", "etcd"), default="sqlite",
+                        help="etcd: also time the plain pod with the API server on a 1-member etcd, same run")
     args = parser.parse_args()
     floor = await runtime_floor(args.n)
     base = Path(tempfile.mkdtemp(prefix="tkpods", dir="/tmp"))
@@ -405,12 +411,22 @@ async def main() -> None:
                 await volume_sources(bench)
                 rows = await sequential(bench, args.n)
                 total, idle, busy = await burst(bench, args.burst)
+            if args.store == "etcd":
+                rows["etcd"] = await on_etcd(base / "e", args.n)
     finally:
         if args.keep_log:
             for log in (base / "c" / "node").glob("server-*.log"):
                 shutil.copy(log, args.keep_log)
         shutil.rmtree(base, ignore_errors=True)
     report(args, floor, first, rows, total, idle, busy)
+
+
+async def on_etcd(base: Path, n: int) -> dict[str, list[float]]:
+    """The plain pod's create → Running with ``tinykube up --store etcd://`` (one member on /dev/shm)."""
+    with etcd_cluster(1) as etcd:
+        async with node_cluster(base, ("--store", "etcd://" + etcd.endpoints[0])) as bench:
+            await warm_up(bench)
+            return (await sequential(bench, n, {"plain": pod}))["plain"]
 
 
 def report(args: argparse.Namespace, floor: dict[str, list[float]], first: float,
@@ -430,6 +446,10 @@ def report(args: argparse.Namespace, floor: dict[str, list[float]], first: float
     cost = pct(rows["resources"]["create"], .5) / unlimited - 1
     print(row("  the tutorial's resource-pod (limits)", rows["resources"]["create"],
               f"({cost * 100:+.1f}% p50 over the same pod without limits; target <= +10%)"))
+    if "etcd" in rows:
+        extra = pct(rows["etcd"]["create"], .5) / baseline - 1
+        print(row("  the same, API server on etcd (1 member)", rows["etcd"]["create"],
+                  f"({extra * 100:+.1f}% p50 over SQLite; target <= +20%)"))
     print(row("tinykube delete grace 0 -> DELETED (watch)", seq["delete"], "target <= 150 ms"))
     print(row("  (until the node's teardown is done)", seq["teardown"], "(information: sandbox dir gone)"))
     print(f"{f'tinykube {args.burst} pods at once -> all Running':<44} {total:7.1f} ms total"

@@ -29,13 +29,13 @@ BRIDGE = "tke2e0"
 NO_UPSTREAM = "127.0.0.1:9"  # names outside the cluster are forwarded to loopback's discard port: never off the host
 
 
-def start_node_cluster(base: Path, registry: LocalRegistry) -> tuple[Cluster, Path]:
+def start_node_cluster(base: Path, registry: LocalRegistry, extra_args: tuple[str, ...] = ()) -> tuple[Cluster, Path]:
     data = base / "data"
     registry.mirror_registries(data / "registries")
     run_dir = Path(tempfile.mkdtemp(prefix="tk-", dir="/run"))
     cluster = Cluster(data, command="up", extra_args=(
         "--run-dir", str(run_dir), "--bridge", BRIDGE, "--kubelet-port", str(free_port()), "--node-name", "node-1",
-        "--dns-upstream", NO_UPSTREAM))
+        "--dns-upstream", NO_UPSTREAM, *extra_args))
     cluster.start()
     # the agent registers once TLS bootstrap got it a certificate: tests start with the node Ready
     ready = "jsonpath={.status.conditions[?(@.type=='Ready')].status}"
