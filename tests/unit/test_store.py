@@ -30,7 +30,7 @@ from tinykube.store.base import (
     KeyNotFound,
     RevisionMismatch,
 )
-from tinykube.store.etcd import EtcdStore, _range_end
+from tinykube.store.etcd import EtcdStore, _Leases, _range_end
 from tinykube.store.sqlite import SqliteStore, WatchTooSlow, _prefix_end
 
 # One event loop for the module, as a server has: gRPC's asyncio stack serves one loop, and calls
@@ -310,6 +310,36 @@ async def test_background_compaction_keeps_the_newest_history(open_store: OpenSt
     assert [e.revision for e in await take(store.watch("/k/", base + 7), 3)] == [base + 8, base + 9, base + 10]
 
 
+# --------------------------------------------------------------------------- contract: TTLs
+
+
+async def _first_delete(watch: AsyncIterator[Event], timeout: float) -> Event:
+    async with asyncio.timeout(timeout):
+        async for event in watch:
+            if event.type == "DELETE":
+                return event
+    raise AssertionError("the watch ended")
+
+
+async def test_keys_with_a_ttl_expire_and_watchers_see_the_delete(store: Any) -> None:
+    """One pass covers expiry, renewal and clearing: the keys renewed or cleared would otherwise
+    have expired before ``/t/a``, so the first DELETE being ``/t/a``'s proves they did not."""
+    watch = store.watch("/t/", store.current_revision())
+    renewed = await store.create("/t/renewed", b"r", ttl=1)
+    cleared = await store.create("/t/cleared", b"c", ttl=1)
+    await store.create("/t/keep", b"k")
+    await asyncio.sleep(0.3)
+    await store.update("/t/renewed", b"r2", renewed, ttl=60)
+    await store.update("/t/cleared", b"c2", cleared)
+    a = await store.create("/t/a", b"1", ttl=1)
+    await store.update("/t/a", b"2", a, ttl=1)
+    gone = await _first_delete(watch, timeout=5)
+    assert (gone.key, gone.value) == ("/t/a", b"2")
+    assert await store.get("/t/a") is None
+    assert [kv.key for kv in (await store.list("/t/")).items] == ["/t/cleared", "/t/keep", "/t/renewed"]
+    await watch.aclose()
+
+
 # --------------------------------------------------------------------------- contract: durability
 
 
@@ -389,6 +419,39 @@ async def test_slow_watch_is_ended_with_watch_too_slow(
     with pytest.raises(WatchTooSlow):
         await anext(slow)
     await sqlite_store.create("/k/after", b"v")  # the failed watch is gone from the publishers
+
+
+async def test_a_database_from_before_ttls_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, mod_rev INTEGER NOT NULL, create_rev INTEGER NOT NULL);
+        CREATE TABLE log (rev INTEGER PRIMARY KEY, key TEXT NOT NULL, type INTEGER NOT NULL, value BLOB NOT NULL,
+                          prev_value BLOB, created INTEGER NOT NULL);
+        CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+        INSERT INTO meta VALUES ('current', 1), ('compacted', 0);
+        INSERT INTO kv VALUES ('/old/a', x'31', 1, 1);
+        INSERT INTO log VALUES (1, '/old/a', 0, x'31', NULL, 1);""")
+    old.commit()
+    old.close()
+    store = SqliteStore(str(path))
+    await store.start()
+    try:
+        assert (await store.get("/old/a")).value == b"1"
+        assert await store.update("/old/a", b"2", 1, ttl=60) == 2
+        assert await store.create("/old/b", b"3", ttl=60) == 3
+        assert await store.reap() == 0
+    finally:
+        await store.close()
+
+
+async def test_reaping_is_bounded_per_pass(sqlite_store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(5):
+        await sqlite_store.create(f"/e/{i}", b"v", ttl=1)
+    monkeypatch.setattr(sqlite_module, "REAP_BATCH", 2)
+    later = time.time() + 2
+    assert [await sqlite_store.reap(later) for _ in range(4)] == [2, 2, 1, 0]
+    assert await sqlite_store.count("/e/") == 0
 
 
 async def test_close_commits_queued_writes_and_ends_watches(tmp_path: Path) -> None:
@@ -585,6 +648,37 @@ def test_open_store_reads_etcd_endpoints() -> None:
     assert isinstance(server.open_store(server.ServerConfig(store="etcd://127.0.0.1:2379,127.0.0.1:22379")), EtcdStore)
     with pytest.raises(SystemExit):
         server.open_store(server.ServerConfig(store="etcd://"))
+
+
+async def test_lease_manager_reuses_a_lease_within_its_window() -> None:
+    """As kube-apiserver's LeaseManager: TTL + min(60 s, 5% of TTL), reused while within that window."""
+    granted: list[int] = []
+
+    async def grant(ttl: int) -> int:
+        granted.append(ttl)
+        return len(granted)
+
+    clock = [1000.0]
+
+    async def lease(ttl: int, after: float = 1.0) -> int:
+        clock[0] += after
+        return await leases.lease(ttl)
+
+    leases = _Leases(grant, lambda: clock[0])
+    assert [await lease(3600), await lease(3600, after=58)] == [1, 1]
+    assert await lease(3600, after=2) == 2  # the first lease would no longer outlive a new key
+    assert [await lease(1), await lease(1)] == [3, 4]  # 5% of 1 s is no window at all
+    assert await lease(100) == 5
+    assert granted == [3660, 3660, 1, 1, 105]
+
+
+def test_cli_takes_event_ttl_as_seconds_or_go_duration() -> None:
+    from tinykube.cli.main import parser
+
+    assert parser().parse_args(["server"]).event_ttl == 3600
+    assert parser().parse_args(["server", "--event-ttl", "1h0m0s"]).event_ttl == 3600
+    assert parser().parse_args(["up", "--event-ttl", "2s"]).event_ttl == 2
+    assert parser().parse_args(["server", "--event-ttl", "90"]).event_ttl == 90
 
 
 def test_cli_takes_etcd_tls_files() -> None:

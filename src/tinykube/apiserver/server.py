@@ -61,6 +61,7 @@ class ServerConfig:
     etcd_keyfile: str = ""
     compaction_interval: float = 300.0  # seconds between compactions of the store's history
     compaction_retain: int = 10000  # revisions of history kept for watches to resume from
+    event_ttl: int = 3600  # seconds an Event is kept after its last write (kube-apiserver's --event-ttl)
 
     @property
     def url(self) -> str:
@@ -169,7 +170,7 @@ def _freebind_socket(address: str, port: int) -> socket.socket:
     return sock
 
 
-async def _admitting_storage(store: Store, reads: Storage) -> tuple[Storage, tuple[ObjectCache, ...]]:
+async def _admitting_storage(store: Store, reads: Storage, event_ttl: int) -> tuple[Storage, tuple[ObjectCache, ...]]:
     """The write path with kube-apiserver's admission chain, and the started caches it reads.
 
     Admission's listers are watch-fed caches, so a pod create costs no extra store reads; quota
@@ -196,7 +197,7 @@ async def _admitting_storage(store: Store, reads: Storage) -> tuple[Storage, tup
     storage = Storage(store, admission=[node_restriction, ServiceAccountAdmission(account_lister).admit, limits.validate,
                                         PodSecurityAdmission(store, namespaces).admit, quotas.admit, allocator.admit],
                       release=[allocator.release, quotas.release], namespaces=namespaces,
-                      mutating=[set_requestor, limits.mutate])
+                      mutating=[set_requestor, limits.mutate], event_ttl=event_ttl)
     return storage, caches
 
 
@@ -233,9 +234,10 @@ async def running(config: ServerConfig) -> AsyncIterator[ControlPlane]:
     await store.start()
     # the CA, service-account key and join token are the store's (shared by every server on it)
     paths, join_token = await cluster_identity(store, config.data_dir, config.bind, config.advertise_address)
-    reads = Storage(store)  # reads (and quota's compare-and-swap status writes), so without admission
+    # reads (and quota's compare-and-swap status writes), so without admission
+    reads = Storage(store, event_ttl=config.event_ttl)
     lookup_object = storage_lookup(reads)
-    storage, caches = await _admitting_storage(store, reads)
+    storage, caches = await _admitting_storage(store, reads, config.event_ttl)
     tokens = ServiceAccountTokens(pki.load_key(paths.service_account_key), lookup_object)
     auth = Authenticator({loopback_token: User("system:apiserver", ("system:masters",)),
                           join_token: bootstrap_user(join_token)}, tokens)

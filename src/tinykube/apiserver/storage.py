@@ -47,8 +47,9 @@ class Storage:
     """Every write to the store goes through here."""
 
     def __init__(self, store: Store, admission: list[Admission] | None = None, release: list[Release] | None = None,
-                 namespaces: ObjectCache | None = None, mutating: list[Admission] | None = None):
+                 namespaces: ObjectCache | None = None, mutating: list[Admission] | None = None, event_ttl: int = 0):
         self.store = store
+        self._event_ttl = event_ttl  # Events expire (kube-apiserver's --event-ttl); 0: kept forever
         self._mutating = mutating or []  # mutating admission: after defaulting, before validation
         self._admission = admission or []
         self._release = release or []
@@ -109,7 +110,7 @@ class Storage:
                 raise already_exists(rt.resource, obj["metadata"]["name"], rt.group)
             return obj
         try:
-            revision = await self.store.create(key, conversion.stored(rt, obj))
+            revision = await self.store.create(key, conversion.stored(rt, obj), self._ttl(rt))
         except KeyExists:
             await self._release_quietly(rt, obj)
             raise already_exists(rt.resource, obj["metadata"]["name"], rt.group) from None
@@ -118,6 +119,11 @@ class Storage:
             raise
         obj["metadata"]["resourceVersion"] = str(revision)
         return obj
+
+    def _ttl(self, rt: ResourceType) -> int:
+        """Seconds ``rt``'s objects live after a write: Events (core/v1 and events.k8s.io share the
+        ``events`` resource and its keys) expire as kube-apiserver's event REST storage makes them."""
+        return self._event_ttl if rt.resource == "events" else 0
 
     async def _check_namespace(self, rt: ResourceType, obj: dict[str, Any]) -> None:
         """NamespaceLifecycle admission: the namespace must exist and not be terminating."""
@@ -165,7 +171,8 @@ class Storage:
         """Compare-and-swap write of an object the server itself prepared (no pipeline)."""
         meta = new["metadata"]
         try:
-            revision = await self.store.update(rt.key(meta.get("namespace"), meta["name"]), conversion.stored(rt, new), old_revision)
+            revision = await self.store.update(rt.key(meta.get("namespace"), meta["name"]), conversion.stored(rt, new),
+                                               old_revision, self._ttl(rt))
         except RevisionMismatch:
             raise conflict(rt.resource, meta["name"], STALE_OBJECT, rt.group) from None
         except KeyNotFound:

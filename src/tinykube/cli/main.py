@@ -59,6 +59,8 @@ def _server_args(parser: argparse.ArgumentParser) -> None:
                         help="seconds between compactions of the store's history (default %(default)s)")
     parser.add_argument("--compaction-retain", type=int, default=10000,
                         help="revisions of history kept for watches to resume from (default %(default)s)")
+    parser.add_argument("--event-ttl", type=_seconds, default=3600, metavar="DURATION",
+                        help="how long Events are kept after their last write, e.g. 1h0m0s or 3600 (default 1h)")
     defaults = LifecycleConfig()
     for flag, default, what in (
             ("--node-monitor-period", defaults.monitor_period, "between checks of every node's heartbeat"),
@@ -70,6 +72,11 @@ def _server_args(parser: argparse.ArgumentParser) -> None:
 
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _seconds(text: str) -> int:
+    """Whole seconds from a bare number or a Go duration (``1h0m0s``), as ``--event-ttl`` takes them."""
+    return int(text) if text.isdigit() else int(_duration(text))
 
 
 def _duration(text: str) -> float:
@@ -215,6 +222,7 @@ async def _serve(args: argparse.Namespace) -> None:
     config = ServerConfig(data_dir=args.data_dir, port=args.port, bind=args.bind, store=args.store,
                           advertise_address=_advertise_address(args),
                           compaction_interval=args.compaction_interval, compaction_retain=args.compaction_retain,
+                          event_ttl=args.event_ttl,
                           etcd_cafile=args.etcd_cafile, etcd_certfile=args.etcd_certfile, etcd_keyfile=args.etcd_keyfile)
     stop = _stop_event()
     published = advertise_address(config.advertise_address or config.bind)

@@ -100,12 +100,19 @@ class Store(Protocol):
     async def count(self, prefix: str) -> int:
         """How many live keys are under ``prefix``."""
 
-    async def create(self, key: str, value: bytes) -> int:
-        """Store a new key; returns its revision.  Raises KeyExists."""
+    async def create(self, key: str, value: bytes, ttl: int = 0) -> int:
+        """Store a new key; returns its revision.  Raises KeyExists.
 
-    async def update(self, key: str, value: bytes, expected_revision: int) -> int:
+        ``ttl`` > 0: the key is deleted (a DELETE event with its last value) about ``ttl``
+        seconds later, as etcd does with a lease; 0 keeps it forever.  Expiry is lazy, as
+        etcd's is: a key may still be read for a moment (up to the backend's reap interval)
+        after its time is up.
+        """
+
+    async def update(self, key: str, value: bytes, expected_revision: int, ttl: int = 0) -> int:
         """Replace a key whose mod revision is ``expected_revision`` (0: any); returns the new revision.
 
+        ``ttl`` restarts the key's time to live as in ``create`` (0: the key never expires).
         Raises KeyNotFound, or RevisionMismatch carrying the current value.
         """
 

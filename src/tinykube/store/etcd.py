@@ -22,6 +22,10 @@ Why it is shaped this way:
   ``current_revision()``; ``compacted_revision()`` is what we compacted or were told was
   compacted, found once at start by probing which revisions a range can still read (etcd does
   not report it otherwise).
+* **Keys with a TTL are put under a lease**, shared as kube-apiserver's LeaseManager shares
+  one: a lease is reused for writes within a window (5% of the TTL, at most
+  :data:`LEASE_REUSE_SECONDS`) and granted for TTL + window, so no key expires early; etcd
+  deletes the keys when the lease runs out (a DELETE event, as for any delete).
 * **History is bounded** like kube-apiserver's: every ``compact_interval`` seconds, compact to
   the current revision minus ``compact_keep``.  Several API servers may all do it; compacting
   what another already compacted is harmless.
@@ -31,7 +35,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +68,9 @@ CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
+LEASE_REUSE_SECONDS = 60  # kube-apiserver's --lease-reuse-duration-seconds default
+LEASE_REUSE_PERCENT = 0.05  # of the TTL, when that is shorter (storagebackend's LeaseReuseDurationPercent)
+LEASE_MAX_OBJECTS = 1000  # keys attached to one lease at most (storagebackend's DefaultLeaseMaxObjectCount)
 _COMPACTED = "required revision has been compacted"
 # A write failing with one of these never reached raft, so trying it again cannot apply it twice.
 _NOT_APPLIED = ("failed to connect to all addresses", "etcdserver: no leader")
@@ -127,6 +136,7 @@ class _Link:
     channel: grpc.aio.Channel
     kv: Any
     watch: Any
+    lease: Any
 
 
 class _Endpoints:
@@ -144,7 +154,7 @@ class _Endpoints:
             channel = grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
         else:
             channel = grpc.aio.secure_channel(endpoint, self._credentials, options=CHANNEL_OPTIONS)
-        return _Link(endpoint, channel, rpc.KVStub(channel), rpc.WatchStub(channel))
+        return _Link(endpoint, channel, rpc.KVStub(channel), rpc.WatchStub(channel), rpc.LeaseStub(channel))
 
     def failed(self, link: _Link) -> None:
         """Move to the next endpoint, unless another caller already moved away from ``link``.
@@ -166,6 +176,38 @@ class _Endpoints:
         for task in list(self._retired.values()):
             task.cancel()
         await asyncio.gather(*(channel.close(grace=CHANNEL_GRACE) for channel in channels), return_exceptions=True)
+
+
+# --------------------------------------------------------------------------- leases
+
+
+class _Leases:
+    """kube-apiserver's LeaseManager: one lease for the writes of a short window, not one per key.
+
+    A lease is reused while it outlives the new key's TTL yet not by more than the reuse window
+    (so keys expire at most a window late) and holds fewer than LEASE_MAX_OBJECTS keys.
+    """
+
+    def __init__(self, grant: Callable[[int], Awaitable[int]], clock: Callable[[], float] = time.monotonic) -> None:
+        self._grant = grant
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._id = 0
+        self._expires = 0.0
+        self._attached = 0
+
+    async def lease(self, ttl: int) -> int:
+        """The lease id to put a key with ``ttl`` seconds to live under."""
+        async with self._lock:
+            now = self._clock()
+            reuse = min(LEASE_REUSE_SECONDS, int(LEASE_REUSE_PERCENT * ttl))
+            self._attached += 1
+            valid = now + ttl < self._expires < now + ttl + reuse
+            if valid and self._attached <= LEASE_MAX_OBJECTS:
+                return self._id
+            self._id = await self._grant(ttl + reuse)
+            self._expires, self._attached = now + ttl + reuse, 1
+            return self._id
 
 
 # --------------------------------------------------------------------------- the store
@@ -204,6 +246,7 @@ class EtcdStore:
         self._links: _Endpoints | None = None
         self._compactor: asyncio.Task[None] | None = None
         self._watches: set[_Watch] = set()  # strong: a watch dropped unclosed still holds a stream
+        self._leases = _Leases(self._grant)
 
     async def start(self) -> None:
         """Connect, learn the current and compacted revisions, start the compactor."""
@@ -273,19 +316,29 @@ class EtcdStore:
 
     # writes
 
-    async def create(self, key: str, value: bytes) -> int:
+    async def create(self, key: str, value: bytes, ttl: int = 0) -> int:
         name = self._key(key)
         absent = rpc.Compare(key=name, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=0)
-        put = rpc.RequestOp(request_put=rpc.PutRequest(key=name, value=value))
+        put = await self._put(name, value, ttl)
         response = await self._call("Txn", rpc.TxnRequest(compare=[absent], success=[put]), idempotent=False)
         if not response.succeeded:
             raise KeyExists(key)
         return int(response.header.revision)
 
-    async def update(self, key: str, value: bytes, expected_revision: int) -> int:
-        put = rpc.RequestOp(request_put=rpc.PutRequest(key=self._key(key), value=value))
+    async def update(self, key: str, value: bytes, expected_revision: int, ttl: int = 0) -> int:
+        put = await self._put(self._key(key), value, ttl)
         response = await self._swap(key, expected_revision, put)
         return int(response.header.revision)
+
+    async def _put(self, name: bytes, value: bytes, ttl: int) -> Any:
+        """The put of a write; with ``ttl`` > 0 under a lease (without one, a put detaches any old lease)."""
+        lease = await self._leases.lease(ttl) if ttl > 0 else 0
+        return rpc.RequestOp(request_put=rpc.PutRequest(key=name, value=value, lease=lease))
+
+    async def _grant(self, ttl: int) -> int:
+        """A new lease of ``ttl`` seconds; granting is safe to retry (an unused lease just runs out)."""
+        response = await self._call("LeaseGrant", rpc.LeaseGrantRequest(TTL=ttl), idempotent=True, service="lease")
+        return int(response.ID)
 
     async def delete(self, key: str, expected_revision: int = 0) -> Event:
         remove = rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self._key(key), prev_kv=True))
@@ -322,15 +375,15 @@ class EtcdStore:
 
     # calls
 
-    async def _call(self, method: str, request: Any, *, idempotent: bool) -> Any:
-        """One unary KV call, tried on the next endpoints while that is safe and time allows."""
+    async def _call(self, method: str, request: Any, *, idempotent: bool, service: str = "kv") -> Any:
+        """One unary call (KV, or ``service`` "lease"), tried on the next endpoints while that is safe and time allows."""
         if self._closed or self._links is None:
             raise RuntimeError("the store is closed" if self._closed else "the store is not started")
         deadline = asyncio.get_running_loop().time() + RETRY_TIMEOUT
         while True:
             link = self._links.link
             try:
-                response = await getattr(link.kv, method)(request, timeout=REQUEST_TIMEOUT)
+                response = await getattr(getattr(link, service), method)(request, timeout=REQUEST_TIMEOUT)
             except grpc.aio.AioRpcError as exc:
                 await self._before_retry(exc, link, idempotent, deadline)
                 continue

@@ -18,6 +18,12 @@ Why it is shaped this way:
 * **History is bounded.**  A background task deletes log rows older than ``compact_keep``
   revisions; the compacted and current revisions live in ``meta`` so revisions never go
   backwards, even when compaction leaves the log empty.
+* **Keys with a TTL expire like etcd's leased keys.**  ``kv.expires`` (epoch seconds, NULL:
+  never) is set by a write with ``ttl`` > 0; the same background task looks for expired keys
+  every :data:`REAP_INTERVAL` and deletes them through the writer as ordinary DELETEs (so
+  watches see the last value), at most :data:`REAP_BATCH` per pass.  Expiry is therefore lazy:
+  a read may still return a key for up to a reap interval after its time is up, as a key under
+  an expired etcd lease can be read until the leader revokes it.
 
 A watch whose consumer falls more than :data:`MAX_WATCH_BACKLOG` events behind is ended with
 :class:`WatchTooSlow`; the consumer resumes by watching again from the last revision it saw.
@@ -30,9 +36,10 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,13 +66,16 @@ COMPACT_STEP = 10_000  # revisions deleted per transaction, so writes interleave
 REPLAY_PAGE = 1_000  # log rows per read transaction while a watch catches up
 READERS = 4  # read connections; reads release the GIL inside SQLite, so more than the 2 cores
 BUSY_TIMEOUT_MS = 5_000  # only another process touching the file can make us wait
+REAP_INTERVAL = 1.0  # seconds between looks for expired keys: how late a key may outlive its TTL
+REAP_BATCH = 1_000  # expired keys deleted per pass, so one pass never holds up the writer for long
 
 PUT, DELETE = "PUT", "DELETE"
 _TYPE_CODES = {PUT: 0, DELETE: 1}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
-    key TEXT PRIMARY KEY, value BLOB NOT NULL, mod_rev INTEGER NOT NULL, create_rev INTEGER NOT NULL);
+    key TEXT PRIMARY KEY, value BLOB NOT NULL, mod_rev INTEGER NOT NULL, create_rev INTEGER NOT NULL,
+    expires REAL);
 CREATE TABLE IF NOT EXISTS log (
     rev INTEGER PRIMARY KEY, key TEXT NOT NULL, type INTEGER NOT NULL, value BLOB NOT NULL,
     prev_value BLOB, created INTEGER NOT NULL);
@@ -74,8 +84,12 @@ INSERT OR IGNORE INTO meta (name, value) VALUES ('current', 0), ('compacted', 0)
 """
 _SELECT_KV = "SELECT key, value, mod_rev, create_rev FROM kv"
 _SELECT_META = "SELECT name, value FROM meta"
-_INSERT_KV = "INSERT INTO kv VALUES (?, ?, ?, ?) ON CONFLICT (key) DO NOTHING"
-_UPDATE_KV = "UPDATE kv SET value = ?, mod_rev = ? WHERE key = ?"
+_INSERT_KV = ("INSERT INTO kv (key, value, mod_rev, create_rev, expires) VALUES (?, ?, ?, ?, ?) "
+              "ON CONFLICT (key) DO NOTHING")
+_UPDATE_KV = "UPDATE kv SET value = ?, mod_rev = ?, expires = ? WHERE key = ?"
+# Databases written before keys could expire lack the column; the index serves the reaper.
+_MIGRATE_EXPIRES = "ALTER TABLE kv ADD COLUMN expires REAL"
+_INDEX_EXPIRES = "CREATE INDEX IF NOT EXISTS kv_expires ON kv (expires) WHERE expires IS NOT NULL"
 _DELETE_KV = "DELETE FROM kv WHERE key = ?"
 _INSERT_LOG = "INSERT INTO log VALUES (?, ?, ?, ?, ?, ?)"
 _SELECT_LOG = "SELECT rev, key, type, value, prev_value, created FROM log"
@@ -164,6 +178,25 @@ def _read_count(db: sqlite3.Connection, prefix: str) -> int:
     return int(db.execute(f"SELECT count(*) FROM kv WHERE {where}", params).fetchone()[0])
 
 
+def _read_expired(db: sqlite3.Connection, now: float, limit: int) -> list[str]:
+    """Keys whose TTL ran out by ``now``, soonest first, at most ``limit``."""
+    rows = db.execute("SELECT key FROM kv WHERE expires <= ? ORDER BY expires LIMIT ?", (now, limit))
+    return [key for (key,) in rows]
+
+
+def _expires(ttl: int) -> float | None:
+    """The ``kv.expires`` of a write with ``ttl`` seconds to live (None: forever)."""
+    return time.time() + ttl if ttl > 0 else None
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a database from an older tinykube up to the current schema (idempotent)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(kv)")}
+    if "expires" not in columns:
+        db.execute(_MIGRATE_EXPIRES)
+    db.execute(_INDEX_EXPIRES)
+
+
 def _read_log_page(db: sqlite3.Connection, prefix: str, after: int) -> tuple[list[Event], dict[str, int]]:
     """Up to REPLAY_PAGE events after ``after``, with the revisions of the same snapshot.
 
@@ -245,6 +278,7 @@ class _Writer:
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA journal_size_limit = 67108864")  # keep the WAL file at <= 64 MiB
         self._db.executescript(_SCHEMA)
+        _migrate(self._db)
         self._load_meta()
         self._thread.start()
 
@@ -316,23 +350,32 @@ class _Writer:
 
     # The operations below run inside the writer's transaction.
 
-    def create(self, key: str, value: bytes) -> tuple[int, Event]:
+    def create(self, key: str, value: bytes, ttl: int) -> tuple[int, Event]:
         revision = self.revision + 1
-        if self._db.execute(_INSERT_KV, (key, value, revision, revision)).rowcount == 0:
+        if self._db.execute(_INSERT_KV, (key, value, revision, revision, _expires(ttl))).rowcount == 0:
             raise KeyExists(key)
         return revision, self._log(Event(PUT, key, value, revision, created=True))
 
-    def update(self, key: str, value: bytes, expected_revision: int) -> tuple[int, Event]:
+    def update(self, key: str, value: bytes, expected_revision: int, ttl: int) -> tuple[int, Event]:
         old = self._fetch(key, expected_revision)
         revision = self.revision + 1
-        self._db.execute(_UPDATE_KV, (value, revision, key))
+        self._db.execute(_UPDATE_KV, (value, revision, _expires(ttl), key))
         return revision, self._log(Event(PUT, key, value, revision, prev_value=old.value))
 
     def delete(self, key: str, expected_revision: int) -> tuple[Event, Event]:
-        old = self._fetch(key, expected_revision)
-        self._db.execute(_DELETE_KV, (key,))
-        event = self._log(Event(DELETE, key, old.value, self.revision + 1, prev_value=old.value))
+        event = self._remove(self._fetch(key, expected_revision))
         return event, event
+
+    def expire(self, key: str, now: float) -> tuple[bool, Event | None]:
+        """Delete ``key`` if its TTL ran out by ``now`` (a write since the reaper looked may have renewed it)."""
+        row = self._db.execute(f"{_SELECT_KV} WHERE key = ? AND expires <= ?", (key, now)).fetchone()
+        if row is None:
+            return False, None
+        return True, self._remove(KeyValue(*row))
+
+    def _remove(self, old: KeyValue) -> Event:
+        self._db.execute(_DELETE_KV, (old.key,))
+        return self._log(Event(DELETE, old.key, old.value, self.revision + 1, prev_value=old.value))
 
     def compact(self, revision: int) -> tuple[int, None]:
         if revision > self.compacted:
@@ -505,11 +548,11 @@ class SqliteStore:
 
     # writes
 
-    async def create(self, key: str, value: bytes) -> int:
-        return await self._write(self._writer.create, key, value)
+    async def create(self, key: str, value: bytes, ttl: int = 0) -> int:
+        return await self._write(self._writer.create, key, value, ttl)
 
-    async def update(self, key: str, value: bytes, expected_revision: int) -> int:
-        return await self._write(self._writer.update, key, value, expected_revision)
+    async def update(self, key: str, value: bytes, expected_revision: int, ttl: int = 0) -> int:
+        return await self._write(self._writer.update, key, value, expected_revision, ttl)
 
     async def delete(self, key: str, expected_revision: int = 0) -> Event:
         return await self._write(self._writer.delete, key, expected_revision)
@@ -523,6 +566,14 @@ class SqliteStore:
         target = min(revision, self._current)
         while self._compacted < target:
             await self._write(self._writer.compact, min(self._compacted + COMPACT_STEP, target))
+
+    async def reap(self, now: float | None = None) -> int:
+        """Delete up to REAP_BATCH keys expired by ``now`` (default: the time), queued together so
+        that they commit in one transaction; returns how many."""
+        now = time.time() if now is None else now
+        keys = await self._readers.run(_read_expired, now, REAP_BATCH)
+        done = await asyncio.gather(*(self._write(self._writer.expire, key, now) for key in keys))
+        return sum(done)
 
     async def _write(self, apply: Callable[..., tuple[T, Event | None]], *args: Any) -> T:
         if self._closed:
@@ -581,10 +632,18 @@ class SqliteStore:
             after = events[-1].revision
 
     async def _compact_forever(self) -> None:
-        """Keep the last ``compact_keep`` revisions of history, checking every interval."""
+        """Reap expired keys every REAP_INTERVAL; keep the last ``compact_keep`` revisions, checking every interval."""
+        next_compaction = self._loop.time() + self._compact_interval
         while True:
-            await asyncio.sleep(self._compact_interval)
-            try:
-                await self.compact(self._current - self._compact_keep)
-            except (StoreError, sqlite3.Error):
-                logger.exception("sqlite store: compaction failed")
+            await asyncio.sleep(min(REAP_INTERVAL, self._compact_interval))
+            await self._housekeep(self.reap(), "expiry")
+            if self._loop.time() >= next_compaction:
+                next_compaction = self._loop.time() + self._compact_interval
+                await self._housekeep(self.compact(self._current - self._compact_keep), "compaction")
+
+    async def _housekeep(self, work: Awaitable[Any], what: str) -> None:
+        """Run one background chore; a failure is logged and tried again next time."""
+        try:
+            await work
+        except (StoreError, sqlite3.Error):
+            logger.exception("sqlite store: %s failed", what)
