@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from tinykube.api import resourcelist
 from tinykube.api.errors import ApiError
 from tinykube.api.formats import go_quote
 from tinykube.api.quantity import canonical, value
@@ -253,17 +254,10 @@ def _empty_dir_violation(pod: Obj, usage: PodUsage) -> str | None:
 
 
 def pod_storage_limit(pod: Obj) -> tuple[int, str] | None:
-    """``PodLimits`` of ephemeral-storage as (bytes, the quantity's text); None when no container sets one.
-
-    The sum takes the format of the first limit, as Go's ``Quantity.Add`` keeps the receiver's.
-    """
-    spec = pod.get("spec") or {}
-    declared = [limit for c in (spec.get("containers") or []) + (spec.get("initContainers") or [])
-                if (limit := ((c.get("resources") or {}).get("limits") or {}).get(_STORAGE)) is not None]
-    if not declared:
-        return None
-    total = security.pod_total(pod, "limits", _STORAGE)
-    return total, binary_si(total) if str(declared[0]).strip().endswith("i") else canonical(str(total))
+    """``PodLimits`` of ephemeral-storage as (bytes, the quantity as Go prints the sum); None when
+    no container sets one."""
+    amount = resourcelist.pod_limits(pod).get(_STORAGE)
+    return None if amount is None else (value(amount.value), str(amount))
 
 
 def _pod_violation(pod: Obj, usage: PodUsage) -> str | None:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tinykube.api import resourcelist
 from tinykube.api.defaults import qos_class
 from tinykube.api.formats import go_quote
 from tinykube.api.quantity import milli_value, value
@@ -483,9 +484,8 @@ def pod_resources(pod: Obj, pids_limit: int = POD_PIDS_LIMIT) -> Resources:
     if pod_qos == "BestEffort":
         return Resources(cpu_shares=containerspec.MIN_SHARES, pids_limit=pids)
     spec = pod.get("spec") or {}
-    cpu_request = _pod_total(spec, "requests", "cpu", milli_value)
-    cpu_limit, memory_limit = (_pod_total(spec, "limits", r, parse) for r, parse in (("cpu", milli_value),
-                                                                                      ("memory", value)))
+    cpu_request = pod_total(pod, "requests", "cpu")
+    cpu_limit, memory_limit = pod_total(pod, "limits", "cpu"), pod_total(pod, "limits", "memory")
     cpu = containerspec.limits({"resources": {"requests": {"cpu": f"{cpu_request}m"},
                                               "limits": {"cpu": f"{cpu_limit}m"} if cpu_limit else {}}})
     shares = cpu.cpu_shares if cpu_request else containerspec.MIN_SHARES  # limits() would fall back to the limit
@@ -498,28 +498,18 @@ def pod_resources(pod: Obj, pids_limit: int = POD_PIDS_LIMIT) -> Resources:
 
 
 def pod_total(pod: Obj, kind: str, resource: str) -> int:
-    """``PodRequests``/``PodLimits`` of one resource (``kind`` requests or limits): millicores for cpu, else units."""
-    return _pod_total(pod.get("spec") or {}, kind, resource, milli_value if resource == "cpu" else value)
+    """``PodRequests``/``PodLimits`` of one resource (``kind`` requests or limits), as api/resourcelist
+    aggregates them: millicores for cpu, else units."""
+    totals = resourcelist.pod_requests(pod) if kind == "requests" else resourcelist.pod_limits(pod)
+    amount = totals.get(resource)
+    if amount is None:
+        return 0
+    return milli_value(amount.value) if resource == "cpu" else value(amount.value)
 
 
 def _amount(container: Obj, kind: str, resource: str, parse: Callable[[str], int]) -> int:
     quantity = (((container.get("resources") or {}).get(kind)) or {}).get(resource)
     return parse(quantity) if quantity is not None else 0
-
-
-def _pod_total(spec: Obj, kind: str, resource: str, parse: Callable[[str], int]) -> int:
-    """``PodRequests``/``PodLimits``: containers and sidecars summed, each init container's peak, overhead."""
-    total = sum(_amount(c, kind, resource, parse) for c in spec.get("containers") or [])
-    sidecars = peak = 0
-    for init in spec.get("initContainers") or []:
-        amount = _amount(init, kind, resource, parse)
-        if init.get("restartPolicy") == "Always":
-            total, sidecars = total + amount, sidecars + amount
-            peak = max(peak, sidecars)
-        else:
-            peak = max(peak, amount + sidecars)
-    overhead = (spec.get("overhead") or {}).get(resource)
-    return max(total, peak) + (parse(overhead) if overhead is not None else 0)
 
 
 def _all_declare(spec: Obj, resource: str) -> bool:
