@@ -187,6 +187,13 @@ def api() -> FakeApi:
     return FakeApi()
 
 
+async def leader_and_follower(api: FakeApi, clock: FakeClock) -> tuple[Candidate, Candidate]:
+    """``a`` takes the lease at time 0, then ``b`` starts campaigning."""
+    a = Candidate(api, clock, "a").start()
+    await clock.advance(0)
+    return a, Candidate(api, clock, "b").start()
+
+
 async def test_first_candidate_creates_the_lease_and_leads(api: FakeApi, clock: FakeClock) -> None:
     a = Candidate(api, clock, "a").start()
     await clock.advance(0)
@@ -199,9 +206,7 @@ async def test_first_candidate_creates_the_lease_and_leads(api: FakeApi, clock: 
 
 
 async def test_leader_renews_every_retry_period_and_follower_waits(api: FakeApi, clock: FakeClock) -> None:
-    a = Candidate(api, clock, "a").start()
-    await clock.advance(0)
-    b = Candidate(api, clock, "b").start()
+    a, b = await leader_and_follower(api, clock)
     await clock.advance(61)
     assert a.leading and not b.terms and b.elector.leader == "a"
     assert api.spec is not None and api.spec["renewTime"] == micro_time(EPOCH + datetime.timedelta(seconds=60))
@@ -213,9 +218,7 @@ async def test_leader_renews_every_retry_period_and_follower_waits(api: FakeApi,
 
 
 async def test_follower_takes_over_a_crashed_leader_one_lease_after_its_last_renewal(api: FakeApi, clock: FakeClock) -> None:
-    a = Candidate(api, clock, "a").start()
-    await clock.advance(0)
-    b = Candidate(api, clock, "b").start()
+    a, b = await leader_and_follower(api, clock)
     await clock.advance(5)  # a renewed at 0, 2 and 4
     a.lock.down = True  # the process is gone: no renewal, no release
     await a.stop()
@@ -230,9 +233,7 @@ async def test_follower_takes_over_a_crashed_leader_one_lease_after_its_last_ren
 
 
 async def test_leader_cut_off_from_the_api_stops_before_anyone_else_starts(api: FakeApi, clock: FakeClock) -> None:
-    a = Candidate(api, clock, "a").start()
-    await clock.advance(0)
-    b = Candidate(api, clock, "b").start()
+    a, b = await leader_and_follower(api, clock)
     await clock.advance(5)
     a.lock.down = True  # last renewal at 4: a gives up by 4 + 2 + 10, b waits until 4 + 15
     await clock.advance(15)
@@ -246,9 +247,7 @@ async def test_leader_cut_off_from_the_api_stops_before_anyone_else_starts(api: 
 
 
 async def test_cancel_stops_the_work_then_releases_and_the_follower_takes_over_at_once(api: FakeApi, clock: FakeClock) -> None:
-    a = Candidate(api, clock, "a").start()
-    await clock.advance(0)
-    b = Candidate(api, clock, "b").start()
+    a, b = await leader_and_follower(api, clock)
     await clock.advance(3)
     await a.stop()
     assert a.terms == [[0.0, 3.0]]
