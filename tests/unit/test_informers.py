@@ -99,3 +99,33 @@ async def test_different_parameters_are_different_watches() -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class RelistingClient(FakeClient):
+    """Its first list has a and b, and its watch then breaks; the second list has only a."""
+
+    async def get(self, url: str, params: Any = None) -> Obj:
+        self.lists += 1
+        items = [pod("a", 1), pod("b", 2)] if self.lists == 1 else [pod("a", 5)]
+        return {"metadata": {"resourceVersion": str(self.lists * 5)}, "items": items}
+
+    async def watch(self, url: str, version: str, params: Any = None) -> AsyncIterator[Obj]:
+        self.watches += 1
+        if self.watches == 1:
+            raise ConnectionError("watch broken")
+        while True:
+            yield await self.events.get()
+
+
+async def test_a_relist_delivers_deleted_for_what_went_while_the_watch_was_down() -> None:
+    for shared in (False, True):
+        client = RelistingClient()
+        if shared:
+            share_watches(client)  # type: ignore[arg-type]
+        seen = Recorder()
+        task = asyncio.create_task(list_and_watch(client, "/api/v1/pods", seen, retry_delay=0))  # type: ignore[arg-type]
+        await until(lambda: len(seen.seen) == 4)
+        assert seen.seen == [("ADDED", "a"), ("ADDED", "b"), ("ADDED", "a"), ("DELETED", "b")], shared
+        assert seen.objects[3]["metadata"]["resourceVersion"] == "2"  # the last state seen of b
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

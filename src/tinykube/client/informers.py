@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from tinykube.client.rest import Client, Handler, informer_loop
+from tinykube.client.rest import Client, Handler, Known, informer_loop
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -53,26 +53,24 @@ class SharedWatches:
 
 @dataclass
 class SharedWatch:
-    """One informer loop fanning out to its handlers, with the raw objects it has seen."""
+    """One informer loop fanning out to its handlers; the loop keeps the raw objects it delivered."""
 
     client: Client
     url: str
     params: dict[str, str] | None
     handlers: list[Handler] = field(default_factory=list)
-    objects: dict[tuple[str, str], bytes] = field(default_factory=dict)  # (namespace, name) → JSON
+    objects: Known = field(default_factory=dict)  # updated by the loop right after each delivery
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _task: asyncio.Task[None] | None = None
-    _listing: bool = False  # the current list is being (or has been) delivered
 
     async def follow(self, handler: Handler) -> None:
         async with self._lock:
-            if self._listing:
-                for raw in list(self.objects.values()):
-                    await handler("ADDED", orjson.loads(raw))
+            for raw in list(self.objects.values()):
+                await handler("ADDED", orjson.loads(raw))
             self.handlers.append(handler)
             if self._task is None:
                 self._task = asyncio.create_task(informer_loop(self.client, self.url, self._deliver, self.params,
-                                                               on_list=self._listed))
+                                                               known=self.objects))
         try:
             await asyncio.shield(self._task)  # a failure of the loop (a handler's bug) reaches every follower
         finally:
@@ -80,20 +78,12 @@ class SharedWatch:
             if not self.handlers and self._task is not None:
                 self._task.cancel()
 
-    def _listed(self) -> None:
-        self._listing = True
-        self.objects.clear()
-
     async def _deliver(self, kind: str, obj: dict[str, Any]) -> None:
-        meta = obj.get("metadata") or {}
-        key = (meta.get("namespace", ""), meta.get("name", ""))
-        raw = orjson.dumps(obj)
+        """To every handler under the lock: a late joiner either was replayed ``obj`` (the loop has
+        recorded it) or is among ``handlers`` here, never both nor neither."""
         async with self._lock:
-            if kind == "DELETED":
-                self.objects.pop(key, None)
-            else:
-                self.objects[key] = raw
             handlers = list(self.handlers)
+            raw = orjson.dumps(obj) if len(handlers) > 1 else b""  # before the first handler changes obj
             if handlers:
                 await handlers[0](kind, obj)
             for handler in handlers[1:]:

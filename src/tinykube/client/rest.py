@@ -63,13 +63,30 @@ class Client:
         headers = {"User-Agent": f"{user_agent}/v1.32.4", "Accept": "application/json"}
         if creds.token:
             headers["Authorization"] = f"Bearer {creds.token}"
-        self._session = aiohttp.ClientSession(
-            base_url=creds.server, headers=headers, json_serialize=lambda o: orjson.dumps(o).decode(),
-            connector=aiohttp.TCPConnector(ssl=creds.ssl_context(), limit=64))
+        self._headers = headers
+        self._session = self._new_session()
         self.shared: Follower | None = None  # set by informers.share_watches: one watch per resource
+        self._streams: set[aiohttp.StreamReader] = set()  # the bodies of the watches now open
+
+    def _new_session(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            base_url=self._creds.server, headers=self._headers, json_serialize=lambda o: orjson.dumps(o).decode(),
+            connector=aiohttp.TCPConnector(ssl=self._creds.ssl_context(), limit=64))
 
     async def close(self) -> None:
         await self._session.close()
+
+    async def reset(self) -> None:
+        """Drop every connection, watches included, and carry on with new ones: the kubelet's
+        closeAllConns after a failed heartbeat.  A watch whose connection died silently (a cut
+        link, a server host gone) would otherwise wait for TCP to give up, many minutes later;
+        now it fails, and its informer loop lists again once the server answers."""
+        old, self._session = self._session, self._new_session()
+        for stream in self._streams:  # aiohttp tells a request waiting for its headers, not an open body
+            stream.set_exception(aiohttp.ClientConnectionError("connection dropped: the heartbeat failed"))
+        if old.connector is not None:
+            await old.connector.close(abort_ssl=True)  # no TLS goodbye: the peer may never answer it
+        await old.close()
 
     async def request(self, method: str, url: str, body: Any = None, params: dict[str, str] | None = None,
                       content_type: str = "application/json") -> Any:
@@ -112,9 +129,13 @@ class Client:
         async with self._session.get(url, params=query, timeout=aiohttp.ClientTimeout(total=None)) as resp:
             if resp.status >= 400:
                 raise _error(resp.status, await resp.read())
-            async for line in resp.content:
-                if line.strip():
-                    yield orjson.loads(line)
+            self._streams.add(resp.content)
+            try:
+                async for line in resp.content:
+                    if line.strip():
+                        yield orjson.loads(line)
+            finally:
+                self._streams.discard(resp.content)
 
 
 def _error(status: int, raw: bytes) -> ApiError:
@@ -150,26 +171,58 @@ async def list_and_watch(client: Client, url: str, handler: Handler, params: dic
         await informer_loop(client, url, handler, params, retry_delay)
 
 
+ObjectKey = tuple[str, str]  # (namespace, name)
+Known = dict[ObjectKey, bytes]  # key -> JSON of the state last delivered
+
+
+def object_key(obj: dict[str, Any]) -> ObjectKey:
+    meta = obj.get("metadata") or {}
+    return meta.get("namespace", ""), meta.get("name", "")
+
+
 async def informer_loop(client: Client, url: str, deliver: Handler, params: dict[str, str] | None = None,
-                        retry_delay: float = 1.0, on_list: Callable[[], None] | None = None) -> None:
-    """:func:`list_and_watch`'s loop; ``on_list`` is called as each list's objects start to arrive."""
+                        retry_delay: float = 1.0, known: Known | None = None) -> None:
+    """:func:`list_and_watch`'s loop.  ``known`` holds what has been delivered, updated just after
+    each delivery: a relist then delivers DELETED (with the last state seen) for every object that
+    went while the watch was down, as client-go's Replace does, so no handler keeps a ghost."""
+    known = {} if known is None else known
     while True:
         try:
             listed = await client.get(url, params)
             version = listed["metadata"]["resourceVersion"]
-            if on_list is not None:
-                on_list()
-            for obj in listed.get("items", []):
-                await deliver("ADDED", obj)
+            await _replace(known, listed.get("items", []), deliver)
             while True:
                 async for event in client.watch(url, version, params):
                     if event["type"] == "ERROR":
                         raise ApiError(410, "Expired", "watch expired")
-                    version = event["object"]["metadata"]["resourceVersion"]
+                    obj = event["object"]
+                    version = obj["metadata"]["resourceVersion"]
                     if event["type"] != "BOOKMARK":
-                        await deliver(event["type"], event["object"])
+                        raw = orjson.dumps(obj)
+                        await deliver(event["type"], obj)
+                        _remember(known, event["type"], object_key(obj), raw)
         except asyncio.CancelledError:
             raise
         except (ApiError, aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as e:
             log.warning("list/watch of %s: %s; retrying", url, e)
             await asyncio.sleep(retry_delay)
+
+
+async def _replace(known: Known, items: list[dict[str, Any]], deliver: Handler) -> None:
+    """Deliver a list: every item as ADDED, then DELETED for what ``known`` has and the list lacks."""
+    gone = dict(known)
+    for obj in items:
+        key, raw = object_key(obj), orjson.dumps(obj)
+        gone.pop(key, None)
+        await deliver("ADDED", obj)
+        known[key] = raw
+    for key, raw in gone.items():
+        await deliver("DELETED", orjson.loads(raw))
+        known.pop(key, None)
+
+
+def _remember(known: Known, kind: str, key: ObjectKey, raw: bytes) -> None:
+    if kind == "DELETED":
+        known.pop(key, None)
+    else:
+        known[key] = raw

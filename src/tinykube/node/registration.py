@@ -215,16 +215,19 @@ class Registration:
 
     async def heartbeat(self) -> None:
         """Renew the Lease forever; re-post the status every STATUS_INTERVAL, or at once when the
-        Node no longer says what this agent reports."""
+        Node no longer says what this agent reports.  Each round has RENEW_INTERVAL to finish (the
+        kubelet's heartbeat client timeout); a failed one drops the client's connections."""
         last_status = asyncio.get_running_loop().time()
         while True:
             try:
-                await self._renew_lease()
-                if asyncio.get_running_loop().time() - last_status > STATUS_INTERVAL or await self._status_lost():
-                    await self.register()
-                    last_status = asyncio.get_running_loop().time()
-            except (ApiError, OSError, aiohttp.ClientError) as e:
-                log.warning("node heartbeat failed: %s", e)
+                async with asyncio.timeout(RENEW_INTERVAL):
+                    await self._renew_lease()
+                    if asyncio.get_running_loop().time() - last_status > STATUS_INTERVAL or await self._status_lost():
+                        await self.register()
+                        last_status = asyncio.get_running_loop().time()
+            except (ApiError, OSError, aiohttp.ClientError, TimeoutError) as e:
+                log.warning("node heartbeat failed: %r; dropping every connection to the API server", e)
+                await self.client.reset()
             await asyncio.sleep(RENEW_INTERVAL)
 
     async def _status_lost(self) -> bool:
