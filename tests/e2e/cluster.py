@@ -120,3 +120,9 @@ class Cluster:
     def popen(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(["kubectl", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env(),
                                 cwd=EXAMPLES)
+
+
+def status_column(cluster: Cluster, pod: str) -> str:
+    """kubectl's STATUS column for a pod ("" while it does not exist)."""
+    out = cluster.kubectl("get", "pod", pod, "--no-headers", check=False).stdout.split()
+    return out[2] if len(out) > 2 else ""

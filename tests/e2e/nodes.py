@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import json
 import subprocess
 import tempfile
 import time
@@ -163,3 +164,14 @@ def split_node_cluster_fixture(base: Path, registry: LocalRegistry,
                 time.sleep(2.0)  # registered and listing its pods before they are deleted
             stop_node_cluster(cluster, agent.run_dir, agent)
             snapshot.restore()
+
+
+def containers(run_dir: Path) -> dict[str, str]:
+    """The agent's runc containers (``<pod uid>-<name>-<attempt>``) and their states."""
+    out = subprocess.run(["runc", "--root", str(run_dir / "runc"), "list", "--format", "json"],
+                         capture_output=True, text=True, check=True).stdout
+    return {c["id"]: c["status"] for c in json.loads(out or "null") or []}
+
+
+def of_pod(listed: dict[str, str], uid: str) -> dict[str, str]:
+    return {cid: state for cid, state in listed.items() if cid.startswith(uid)}

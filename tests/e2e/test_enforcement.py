@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.cluster import Cluster, eventually
+from tests.e2e.cluster import Cluster, eventually, status_column
 from tests.e2e.nodes import node_cluster_fixture
-from tests.e2e.test_pods import busybox_pod, pod, status_column
+from tests.e2e.test_pods import busybox_pod, pod
 from tests.registry import LocalRegistry, requires_registry
 
 pytestmark = [pytest.mark.slow, requires_registry]

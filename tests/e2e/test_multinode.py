@@ -11,7 +11,11 @@ namespace's loopback, so their images are pulled into their data dirs beforehand
 Checked with the real kubectl: the tutorial's pod-1 (nginx) on node A is reached by pod-2 on
 node B through its pod IP (host-gw routes between the hosts) and through a Service's name
 (node B's DNS and proxy rules); ``kubectl exec`` and ``kubectl logs`` go through each pod's own
-agent; a host whose link is cut goes Unknown and comes back Ready.  Teardown removes pods,
+agent.  A host whose link is cut goes Unknown after the default 40 s; its pod that tolerates the
+unreachable taint for 10 s shows STATUS ``Unknown`` within a minute, the others stay; when the
+link returns the node is Ready, the evicted pod is torn down and stays gone, and the pod that
+stayed is Ready again without a restart.  The servers run the node lifecycle controller with
+its defaults, as a user's would.  Teardown removes pods,
 agents (by PID), leftovers, namespaces, veths, the bridge and the cgroup roots, also after a
 failure.
 """
@@ -26,12 +30,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from tests.e2e.cluster import EXAMPLES, REPO, TINYKUBE, Cluster, eventually, free_port, stop_process
-from tests.e2e.nodes import NO_UPSTREAM, remove_leftovers, wait_torn_down
+from tests.e2e.cluster import EXAMPLES, REPO, TINYKUBE, Cluster, eventually, free_port, status_column, stop_process
+from tests.e2e.nodes import NO_UPSTREAM, containers, of_pod, remove_leftovers, wait_torn_down
 from tests.etcd import etcd_cluster, requires_etcd
 from tests.hoststate import HostSnapshot, host_lock
 from tests.registry import LocalRegistry, requires_registry
@@ -42,7 +47,8 @@ pytestmark = [pytest.mark.slow, requires_etcd, requires_registry]
 HOSTS_BRIDGE = "tkhosts0"
 SUBNET = "192.168.77"
 SERVER_IP = f"{SUBNET}.1"
-GRACE = 15  # --node-monitor-grace-period, seconds: above the agent's 10 s Lease renewal
+GRACE = 40  # the default --node-monitor-grace-period, seconds
+UNREACHABLE = "node.kubernetes.io/unreachable"
 IMAGES = ("nginx:1.14.2", "myapp:1.0")
 
 
@@ -152,8 +158,7 @@ def _start(base: Path, registry: LocalRegistry, store: str, servers: list[HostCl
     for name in "xy":
         (base / name).mkdir()
         servers.append(HostCluster(base / name / "data", extra_args=(
-            "--store", store, "--bind", SERVER_IP, "--node-monitor-grace-period", f"{GRACE}s",
-            "--node-monitor-period", "1s")))
+            "--store", store, "--bind", SERVER_IP)))
         servers[-1].start()
     for index in (1, 2):
         hosts.append(Host(index, base))
@@ -244,10 +249,49 @@ def test_pods_on_two_hosts_reach_each_other_and_a_cut_host_goes_unknown(multinod
     eventually(lambda: "Welcome to nginx!" in kubectl.kubectl(*by_name, check=False, timeout=10).stdout,
                "the Service by name from the other node")
 
+    cut_link_and_restore(kubectl, a, b)
+
+
+def evictable(node: str) -> dict[str, object]:
+    """A pod of node ``node`` tolerating its unreachable taint for 10 s (as the issue asks)."""
+    toleration = {"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 10}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "evicted"},
+            "spec": {"nodeName": node, "tolerations": [toleration], "terminationGracePeriodSeconds": 1,
+                     "containers": [{"name": "web", "image": "myapp:1.0"}]}}
+
+
+def cut_link_and_restore(kubectl: Cluster, a: Host, b: Host) -> None:
+    """Node B off the network: Unknown, its 10 s pod evicted (STATUS Unknown within a minute), pod-2
+    kept; back on it: Ready, the evicted pod torn down and gone for good, pod-2 Ready and unrestarted."""
+    kubectl.kubectl("apply", "-f", "-", input=json.dumps(evictable(b.node_name)))
+    kubectl.kubectl("wait", "--for=condition=Ready", "pod/evicted", "--timeout=60s")
+    uid = get_pod(kubectl, "evicted")["metadata"]["uid"]
     sh("ip", "link", "set", b.veth, "down")
+    cut = time.monotonic()
     try:
         eventually(lambda: ready(kubectl, b.node_name) == "Unknown", f"{b.node_name} Unknown", GRACE + 15)
         assert ready(kubectl, a.node_name) == "True"
+        eventually(lambda: status_column(kubectl, "evicted") == "Unknown", "evicted to show STATUS Unknown",
+                   60 - (time.monotonic() - cut))
+        assert get_pod(kubectl, "evicted")["status"]["reason"] == "NodeLost"
+        assert status_column(kubectl, "pod-2") == "Running"  # 300 s of toleration (DefaultTolerationSeconds)
+        assert not get_pod(kubectl, "pod-2")["metadata"].get("deletionTimestamp")
     finally:
         sh("ip", "link", "set", b.veth, "up")
     eventually(lambda: ready(kubectl, b.node_name) == "True", f"{b.node_name} Ready again", 60)
+    eventually(lambda: not get_pod(kubectl, "evicted", check=False), "the evicted pod removed by its node", 60)
+    eventually(lambda: not of_pod(containers(b.run_dir), uid), "its containers torn down", 30)
+    eventually(lambda: pod_ready(get_pod(kubectl, "pod-2")), "pod-2 Ready again", 30)
+    assert get_pod(kubectl, "pod-2")["status"]["containerStatuses"][0]["restartCount"] == 0
+    time.sleep(2)
+    names = kubectl.kubectl("get", "pods", "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
+    assert names == ["pod-1", "pod-2"]  # nothing owns the evicted pod: it does not come back
+
+
+def get_pod(kubectl: Cluster, name: str, check: bool = True) -> dict[str, Any]:
+    done = kubectl.kubectl("get", "pod", name, "-o", "json", check=check)
+    return json.loads(done.stdout) if done.returncode == 0 else {}
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions", []))

@@ -10,17 +10,15 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.cluster import Cluster, eventually
-from tests.e2e.nodes import NodeProcess, split_node_cluster_fixture
+from tests.e2e.cluster import Cluster, eventually, status_column
+from tests.e2e.nodes import NodeProcess, containers, of_pod, split_node_cluster_fixture
 from tests.registry import LocalRegistry, requires_registry
 
 pytestmark = [pytest.mark.slow, requires_registry]
@@ -50,24 +48,8 @@ def ready(cluster: Cluster, *what: str) -> str:
     return str(ready_condition(json.loads(out)).get("status", "")) if out else ""
 
 
-def status_column(cluster: Cluster, pod: str) -> str:
-    out = cluster.kubectl("get", "pod", pod, "--no-headers", check=False).stdout.split()
-    return out[2] if len(out) > 2 else ""
-
-
 def gone(cluster: Cluster, pod: str) -> bool:
     return "NotFound" in cluster.kubectl("get", "pod", pod, check=False).stderr
-
-
-def containers(run_dir: Path) -> dict[str, str]:
-    """The agent's runc containers (``<pod uid>-<name>-<attempt>``) and their states."""
-    out = subprocess.run(["runc", "--root", str(run_dir / "runc"), "list", "--format", "json"],
-                         capture_output=True, text=True, check=True).stdout
-    return {c["id"]: c["status"] for c in json.loads(out or "null") or []}
-
-
-def of_pod(listed: dict[str, str], uid: str) -> dict[str, str]:
-    return {cid: state for cid, state in listed.items() if cid.startswith(uid)}
 
 
 def micro_now() -> str:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.cluster import EXAMPLES, Cluster, eventually
+from tests.e2e.cluster import EXAMPLES, Cluster, eventually, status_column
 from tests.e2e.nodes import node_cluster_fixture
 from tests.registry import LocalRegistry, requires_registry
 
@@ -39,11 +39,6 @@ def fetch(url: str) -> bytes:
             return bytes(resp.read())
     except OSError:
         return b""
-
-
-def status_column(node: Cluster, name: str) -> str:
-    out = node.kubectl("get", "pod", name, "--no-headers", check=False).stdout.split()
-    return out[2] if len(out) > 2 else ""
 
 
 def busybox_pod(name: str, script: str, restart: str = "Always", image: str = "busybox:1.36") -> str:

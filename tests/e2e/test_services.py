@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.cluster import Cluster, eventually
+from tests.e2e.cluster import Cluster, eventually, status_column
 from tests.e2e.nodes import NO_UPSTREAM, node_cluster_fixture
-from tests.e2e.test_pods import busybox_pod, fetch, pod, status_column
+from tests.e2e.test_pods import busybox_pod, fetch, pod
 from tests.registry import LocalRegistry, requires_registry
 
 pytestmark = [pytest.mark.slow, requires_registry]

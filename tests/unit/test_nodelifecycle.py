@@ -4,6 +4,7 @@ a disrupted cluster taints nothing, and the agent notices when its status was ov
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from typing import Any
 
@@ -203,7 +204,7 @@ async def test_a_node_silent_past_the_grace_period_goes_unknown_and_its_pods_not
     c = await two_nodes()
     await c.add_pod(make_pod("web"))
     assert ("Node", "n1", "Normal", "RegisteredNode", "Node n1 event: Registered Node n1 in Controller") in c.events.events
-    c.clock.advance(49)
+    c.clock.advance(39)
     await c.renew("n2")
     await c.pass_()
     assert c.ready("n1")["status"] == "True"
@@ -224,7 +225,7 @@ async def test_a_node_silent_past_the_grace_period_goes_unknown_and_its_pods_not
 
 async def test_the_unreachable_node_is_tainted_no_execute_and_untainted_when_it_reports_again() -> None:
     c = await two_nodes()
-    c.clock.advance(51)
+    c.clock.advance(41)
     await c.renew("n2")
     await c.pass_()  # marked Unknown in this pass, tainted in the next (as upstream: observed first)
     assert not c.node("n1")["spec"].get("taints", [])
@@ -459,3 +460,24 @@ def test_a_bad_duration_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         parser().parse_args(["server", "--node-monitor-period", "5"])
     assert 'time: invalid duration "5"' in capsys.readouterr().err
+
+
+async def test_a_failed_heartbeat_drops_the_agents_connections(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the kubelet's closeAllConns: watches on a silently dead connection must not outlive it."""
+    class Unreachable(FakeApi):
+        resets = 0
+
+        async def patch(self, url: str, body: Obj, content_type: str = "") -> Obj:
+            raise ConnectionError("no route to host")
+
+        async def reset(self) -> None:
+            self.resets += 1
+
+    api = Unreachable()
+    monkeypatch.setattr("tinykube.node.registration.RENEW_INTERVAL", 0.01)
+    beat = asyncio.create_task(Registration(api, "n1", None, 10250).heartbeat())  # type: ignore[arg-type]
+    async with asyncio.timeout(2):
+        while api.resets < 2:
+            await asyncio.sleep(0.01)
+    beat.cancel()
+    await asyncio.gather(beat, return_exceptions=True)

@@ -83,7 +83,7 @@ class LifecycleConfig:
     """The kube-controller-manager flags of this controller, in seconds (1.32 defaults)."""
 
     monitor_period: float = 5.0  # --node-monitor-period
-    grace_period: float = 50.0  # --node-monitor-grace-period (40 s until 1.31)
+    grace_period: float = 40.0  # --node-monitor-grace-period: the issue's 40 s (upstream's until 1.31; 1.32: 50 s)
     startup_grace_period: float = 60.0  # --node-startup-grace-period
 
 
