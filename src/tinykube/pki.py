@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+BACKDATE = datetime.timedelta(minutes=5)  # issued certificates start this early: clocks of nodes may lag
+SHORT_LIVED = datetime.timedelta(hours=8)  # the csrsigning policy's "Short": no backdated end below it
 VALIDITY = datetime.timedelta(days=3650)  # ten years, as long-lived as k3s' self-signed CAs
 SERVICE_IP = "10.43.0.1"  # first address of the default service CIDR: the `kubernetes` Service
 
@@ -85,7 +87,7 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
     now = datetime.datetime.now(datetime.timezone.utc)
     return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .serial_number(x509.random_serial_number()).not_valid_before(now - BACKDATE)
             .not_valid_after(now + VALIDITY))
 
 
@@ -250,10 +252,12 @@ def sign_request(pki: Pki, request_pem: bytes, lifetime: datetime.timedelta, now
     """The cluster CA's client certificate for a PEM request, with the request's subject (csrsigning's signer)."""
     request = x509.load_pem_x509_csr(request_pem)
     ca_cert, ca_key = _load_ca(pki)
+    if lifetime >= SHORT_LIVED:
+        lifetime -= BACKDATE  # as PermissiveSigningPolicy: only long certificates have their end backdated too
     lifetime = min(lifetime, ca_cert.not_valid_after_utc - now)  # never past the CA's own expiry
     cert = (x509.CertificateBuilder().subject_name(request.subject).issuer_name(ca_cert.subject)
             .public_key(request.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + lifetime)
+            .not_valid_before(now - BACKDATE).not_valid_after(now + lifetime)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
             .sign(ca_key, hashes.SHA256()))

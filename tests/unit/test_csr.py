@@ -17,8 +17,8 @@ from tinykube.apiserver import strategy
 from tinykube.apiserver.auth import User
 from tinykube.apiserver.authz import CURRENT_USER
 from tinykube.apiserver.csr_admission import set_requestor
-from tinykube.controllers.csr import CsrController, auto_approvable
-from tinykube.node.join import csr_object
+from tinykube.controllers.csr import CsrController, auto_approvable, lifetime
+from tinykube.node.join import csr_object, rotation_deadline
 
 CSRS = lookup("certificates.k8s.io", "v1", "certificatesigningrequests")
 assert CSRS is not None
@@ -133,3 +133,31 @@ def test_a_stored_certificate_is_reused_only_while_valid(tmp_path: Path) -> None
     assert pki.certificate_usable(str(cert), paths.ca_cert, NOW)
     assert not pki.certificate_usable(str(cert), paths.ca_cert, NOW + datetime.timedelta(days=1))
     assert not pki.certificate_usable(str(tmp_path / "missing.crt"), paths.ca_cert, NOW)
+
+
+async def test_the_signing_duration_and_the_requested_floor(tmp_path: Path) -> None:
+    csr = request()
+    csr["spec"]["expirationSeconds"] = 60  # below the signer's ten minutes
+    csr["status"] = {"conditions": [{"type": "Approved", "status": "True"}]}
+    client = FakeClient(csr)
+    ctl = CsrController(client, pki.ensure(str(tmp_path), "127.0.0.1"), lambda: NOW,  # type: ignore[arg-type]
+                        signing_duration=datetime.timedelta(hours=2))
+    await ctl.sync("node-csr-x")
+    cert = x509.load_pem_x509_certificate(base64.b64decode(client.csr["status"]["certificate"]))
+    assert (cert.not_valid_before_utc, cert.not_valid_after_utc) == (NOW - pki.BACKDATE, NOW + datetime.timedelta(minutes=10))
+    assert lifetime(request(), datetime.timedelta(hours=2)) == datetime.timedelta(hours=2)
+
+
+def test_a_long_certificate_has_its_end_backdated_too(tmp_path: Path) -> None:
+    _, pem = pki.client_request("system:node:n1", ["system:nodes"])
+    cert = x509.load_pem_x509_certificate(
+        pki.sign_request(pki.ensure(str(tmp_path), "127.0.0.1"), pem, datetime.timedelta(days=365), NOW))
+    assert cert.not_valid_after_utc == NOW + datetime.timedelta(days=365) - pki.BACKDATE
+
+
+def test_a_client_certificate_is_renewed_at_70_to_84_percent_of_its_life(tmp_path: Path) -> None:
+    _, pem = pki.client_request("system:node:n1", ["system:nodes"])
+    issued = pki.sign_request(pki.ensure(str(tmp_path), "127.0.0.1"), pem, datetime.timedelta(minutes=15), NOW)
+    start = NOW - pki.BACKDATE  # twenty minutes of life in all
+    assert rotation_deadline(issued, 0.0) == start + datetime.timedelta(minutes=14)
+    assert rotation_deadline(issued, 1.0) == start + datetime.timedelta(minutes=16.8)

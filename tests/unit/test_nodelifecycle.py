@@ -470,7 +470,7 @@ async def test_a_failed_heartbeat_drops_the_agents_connections(monkeypatch: pyte
         async def patch(self, url: str, body: Obj, content_type: str = "") -> Obj:
             raise ConnectionError("no route to host")
 
-        async def reset(self) -> None:
+        async def reset(self, why: str) -> None:
             self.resets += 1
 
     api = Unreachable()

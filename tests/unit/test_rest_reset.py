@@ -44,7 +44,7 @@ async def test_reset_ends_a_silent_watch_and_the_client_carries_on(tmp_path: Pat
         waiting = asyncio.create_task(anext(client.watch("/api/v1/pods", "1")))
         await asyncio.sleep(0.2)
         assert not waiting.done()
-        await client.reset()
+        await client.reset("test")
         with pytest.raises(aiohttp.ClientError):
             await asyncio.wait_for(waiting, 2)
         assert (await client.get("/api/v1/namespaces/default"))["metadata"]["name"] == "default"

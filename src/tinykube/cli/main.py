@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import datetime
 import gc
 import ipaddress
 import logging
@@ -26,7 +27,7 @@ from tinykube.apiserver.server import ControlPlane, ServerConfig, running
 from tinykube.cli import image, kubeconfig
 from tinykube.client.informers import share_watches
 from tinykube.client.rest import Client
-from tinykube.controllers.csr import CsrController
+from tinykube.controllers.csr import SIGNING_DURATION, CsrController
 from tinykube.controllers.endpoints import EndpointsController, advertise_address
 from tinykube.controllers.leaderelection import run_elected
 from tinykube.controllers.localpath import LocalPathController
@@ -61,6 +62,8 @@ def _server_args(parser: argparse.ArgumentParser) -> None:
                         help="revisions of history kept for watches to resume from (default %(default)s)")
     parser.add_argument("--event-ttl", type=_seconds, default=3600, metavar="DURATION",
                         help="how long Events are kept after their last write, e.g. 1h0m0s or 3600 (default 1h)")
+    parser.add_argument("--cluster-signing-duration", type=_duration, default=SIGNING_DURATION.total_seconds(),
+                        metavar="DURATION", help="lifetime of the certificates the CSR signer issues (default 8760h)")
     defaults = LifecycleConfig()
     for flag, default, what in (
             ("--node-monitor-period", defaults.monitor_period, "between checks of every node's heartbeat"),
@@ -177,7 +180,7 @@ async def _until(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
 async def _node(args: argparse.Namespace, server: str, token: str) -> None:
     """One node agent that joins ``server`` exactly as a remote node would."""
     from tinykube.node.agent import AgentConfig, NodeAgent  # not imported by `tinykube server`: 4 MB less RSS
-    from tinykube.node.join import join
+    from tinykube.node.join import join, keep_rotating
 
     upstreams = tuple(_address(a) for a in args.dns_upstream) if args.dns_upstream else None
     config = AgentConfig(node_name=args.node_name, data_dir=args.data_dir, run_dir=args.run_dir, node_ip=args.node_ip,
@@ -185,13 +188,25 @@ async def _node(args: argparse.Namespace, server: str, token: str) -> None:
                          dns_upstreams=upstreams, pod_pids_limit=args.pod_max_pids,
                          system_reserved=args.system_reserved, kube_reserved=args.kube_reserved)
     creds, cert, key = await join(server, token, config.agent_dir, config.node_name, config.node_ip)
-    kubeconfig.write(os.path.join(config.agent_dir, "kubelet.kubeconfig"),  # the node's own credentials, for people
-                     kubeconfig.admin_config(server, creds.ca_file, creds.cert_file, creds.key_file))
     config = dataclasses.replace(config, serving_cert=cert, serving_key=key, client_ca=creds.ca_file)
     client = Client(creds, "kubelet")
+
+    def write_kubeconfig() -> None:
+        """The node's own credentials, for people (kubectl --kubeconfig)."""
+        kubeconfig.write(os.path.join(config.agent_dir, "kubelet.kubeconfig"),
+                         kubeconfig.admin_config(server, creds.ca_file, creds.cert_file, creds.key_file))
+
+    async def rotated() -> None:
+        write_kubeconfig()
+        await client.reset("the client certificate was renewed")  # new connections present it
+
+    write_kubeconfig()
+
+    rotation = asyncio.create_task(keep_rotating(creds, config.node_name, rotated))
     try:
         await NodeAgent(config, client).run()
     finally:
+        rotation.cancel()
         await client.close()
 
 
@@ -209,7 +224,8 @@ async def _controller_manager(client: Client, plane: ControlPlane, args: argpars
     config = plane.config
     controllers = (NamespaceController(client), ServiceAccountController(client), NodeIpamController(client),
                    LocalPathController(client, os.path.join(args.data_dir, "storage")),
-                   RootCACertPublisher(client, _read(plane.pki.ca_cert)), CsrController(client, plane.pki),
+                   RootCACertPublisher(client, _read(plane.pki.ca_cert)), CsrController(
+                       client, plane.pki, signing_duration=datetime.timedelta(seconds=args.cluster_signing_duration)),
                    EndpointsController(client, config.advertise_address or config.bind, config.port, masters),
                    ResourceQuotaController(client), NodeLifecycleController(client, LifecycleConfig(
                        args.node_monitor_period, args.node_monitor_grace_period, args.node_startup_grace_period)))

@@ -76,14 +76,15 @@ class Client:
     async def close(self) -> None:
         await self._session.close()
 
-    async def reset(self) -> None:
-        """Drop every connection, watches included, and carry on with new ones: the kubelet's
-        closeAllConns after a failed heartbeat.  A watch whose connection died silently (a cut
-        link, a server host gone) would otherwise wait for TCP to give up, many minutes later;
-        now it fails, and its informer loop lists again once the server answers."""
+    async def reset(self, why: str) -> None:
+        """Drop every connection, watches included, and carry on with new ones (and the credentials'
+        files as they are now): the kubelet's closeAllConns after a failed heartbeat or a renewed
+        certificate.  A watch whose connection died silently (a cut link, a server host gone) would
+        otherwise wait for TCP to give up, many minutes later; now it fails with ``why``, and its
+        informer loop lists again once the server answers."""
         old, self._session = self._session, self._new_session()
         for stream in self._streams:  # aiohttp tells a request waiting for its headers, not an open body
-            stream.set_exception(aiohttp.ClientConnectionError("connection dropped: the heartbeat failed"))
+            stream.set_exception(aiohttp.ClientConnectionError(f"connection dropped: {why}"))
         if old.connector is not None:
             await old.connector.close(abort_ssl=True)  # no TLS goodbye: the peer may never answer it
         await old.close()

@@ -6,7 +6,9 @@ sarapprove.go): a request for ``kubernetes.io/kube-apiserver-client-kubelet`` wh
 token asked for it (``nodeclient``) or the node itself renews (``selfnodeclient``); anything else
 is left for a human (``kubectl certificate approve``).  As the csrsigning controller
 (pkg/controller/certificates/signer/signer.go): approved requests for the kube-apiserver client
-signers get a certificate from the cluster CA, for ``spec.expirationSeconds`` or a year at most.
+signers get a certificate from the cluster CA for ``--cluster-signing-duration`` (a year), or for
+``spec.expirationSeconds`` when that is shorter (but at least 10 minutes).  Nodes renew their
+certificates well before the end (node/join.py's rotation).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ KUBELET_CLIENT_SIGNER = "kubernetes.io/kube-apiserver-client-kubelet"
 SIGNERS = (KUBELET_CLIENT_SIGNER, "kubernetes.io/kube-apiserver-client")
 KUBELET_CLIENT_USAGES = frozenset({"key encipherment", "digital signature", "client auth"})
 SIGNING_DURATION = datetime.timedelta(days=365)  # --cluster-signing-duration's default
+MIN_REQUESTED = datetime.timedelta(minutes=10)  # the signer's floor for spec.expirationSeconds (2x its backdate)
 _MANAGER = "?fieldManager=kube-controller-manager"
 
 Obj = dict[str, Any]
@@ -85,18 +88,23 @@ def _condition(kind: str, reason: str, message: str, now: datetime.datetime) -> 
             "lastUpdateTime": stamp, "lastTransitionTime": stamp}
 
 
-def _lifetime(csr: Obj) -> datetime.timedelta:
+def lifetime(csr: Obj, signing_duration: datetime.timedelta) -> datetime.timedelta:
+    """signer.duration: the configured duration, or a shorter requested one (not below ten minutes)."""
     seconds = (csr.get("spec") or {}).get("expirationSeconds")
-    return min(SIGNING_DURATION, datetime.timedelta(seconds=seconds)) if seconds else SIGNING_DURATION
+    if not seconds:
+        return signing_duration
+    return min(signing_duration, max(MIN_REQUESTED, datetime.timedelta(seconds=seconds)))
 
 
 class CsrController:
     """Approves kubelet client requests it recognises and signs approved ones (both controllers in one loop)."""
 
-    def __init__(self, client: Client, paths: pki.Pki, clock: Clock = lambda: datetime.datetime.now(datetime.timezone.utc)):
+    def __init__(self, client: Client, paths: pki.Pki, clock: Clock = lambda: datetime.datetime.now(datetime.timezone.utc),
+                 signing_duration: datetime.timedelta = SIGNING_DURATION):
         self.client = client
         self.paths = paths
         self.clock = clock
+        self.signing_duration = signing_duration  # --cluster-signing-duration
         self.queue = WorkQueue(self.sync, "csr")
 
     async def run(self) -> None:
@@ -126,7 +134,8 @@ class CsrController:
         """Issue the certificate; a request the CA cannot sign is marked Failed, as the signer does."""
         status = csr.setdefault("status", {})
         try:
-            cert = pki.sign_request(self.paths, request_pem(csr["spec"]), _lifetime(csr), self.clock())
+            cert = pki.sign_request(self.paths, request_pem(csr["spec"]), lifetime(csr, self.signing_duration),
+                                    self.clock())
             status["certificate"] = base64.b64encode(cert).decode()
         except ValueError as e:
             status["conditions"] = [*_conditions(csr), _condition("Failed", "SignerValidationFailure", str(e), self.clock())]

@@ -6,9 +6,10 @@ and accepted only if its hash matches the token.  The token itself only authenti
 bootstrapper: as the kubelet's TLS bootstrap, the node makes a key, asks for a
 ``kubernetes.io/kube-apiserver-client-kubelet`` certificate for ``system:node:<name>`` with a
 CertificateSigningRequest, waits for the controllers to approve and sign it, and from then on
-talks to the API with that certificate (kept in its data dir and reused while valid).  The
-agent's own serving certificate stays self-signed (the API server does not verify it, as
-upstream by default).
+talks to the API with that certificate (kept in its data dir and reused while valid).  Before
+it expires the node asks again, now as itself, and switches to the new one (client-go's
+certificate manager, which the kubelet runs: :func:`keep_rotating`).  The agent's own serving
+certificate stays self-signed (the API server does not verify it, as upstream by default).
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ import base64
 import datetime
 import logging
 import os
+import random
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+from cryptography import x509
 
 from tinykube import pki
+from tinykube.api.errors import ApiError
 from tinykube.api.registry import lookup
 from tinykube.client.rest import Client, Credentials, path
 
@@ -33,6 +38,7 @@ CSRS = lookup("certificates.k8s.io", "v1", "certificatesigningrequests")
 assert CSRS is not None
 KUBELET_CLIENT_SIGNER = "kubernetes.io/kube-apiserver-client-kubelet"
 POLL = 0.2  # seconds between looks at the request while the controllers approve and sign it
+ROTATION_RETRY = 30.0  # seconds before a failed renewal is tried again
 
 
 class JoinError(Exception):
@@ -81,7 +87,8 @@ def csr_object(node_name: str, request_pem: bytes) -> dict[str, Any]:
 
 
 async def bootstrap(creds: Credentials, node_name: str, cert_path: str, key_path: str) -> None:
-    """Ask for a client certificate with the bootstrap token and store it with its key."""
+    """Ask for a client certificate (with the bootstrap token, or to renew with the current
+    certificate) and store it with its key."""
     key_pem, request_pem = pki.client_request(f"system:node:{node_name}", ["system:nodes"])
     client = Client(creds, "kubelet")
     try:
@@ -107,6 +114,32 @@ async def _issued(client: Client, name: str) -> bytes:
                 raise JoinError(f"certificate signing request {name} was {condition['type'].lower()}: "
                                 f"{condition.get('message', '')}")
         await asyncio.sleep(POLL)
+
+
+def rotation_deadline(cert_pem: bytes, jitter: float) -> datetime.datetime:
+    """nextRotationDeadline: 70 % of the certificate's lifetime, plus up to a fifth of that again
+    (``jitter`` in [0, 1), so that nodes do not all ask at once), from its start."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    total = cert.not_valid_after_utc - cert.not_valid_before_utc
+    return cert.not_valid_before_utc + total * (0.7 * (1 + 0.2 * jitter))
+
+
+async def keep_rotating(creds: Credentials, node_name: str, rotated: Callable[[], Awaitable[None]]) -> None:
+    """Renew the node's client certificate before each deadline, forever.  The request is made with
+    the current certificate (the approver grants it as ``selfnodeclient``); the new key and
+    certificate replace the files ``creds`` names, then ``rotated`` lets the agent reconnect."""
+    while True:
+        with open(creds.cert_file, "rb") as f:
+            deadline = rotation_deadline(f.read(), random.random())
+        await asyncio.sleep(max(0.0, (deadline - datetime.datetime.now(datetime.timezone.utc)).total_seconds()))
+        try:
+            await bootstrap(creds, node_name, creds.cert_file, creds.key_file)
+        except (ApiError, JoinError, aiohttp.ClientError, OSError) as e:
+            log.warning("renewing the client certificate: %s; trying again in %.0f s", e, ROTATION_RETRY)
+            await asyncio.sleep(ROTATION_RETRY)
+            continue
+        log.info("client certificate renewed")
+        await rotated()
 
 
 def _write(filename: str, data: bytes, mode: int) -> None:

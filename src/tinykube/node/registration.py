@@ -227,7 +227,7 @@ class Registration:
                         last_status = asyncio.get_running_loop().time()
             except (ApiError, OSError, aiohttp.ClientError, TimeoutError) as e:
                 log.warning("node heartbeat failed: %r; dropping every connection to the API server", e)
-                await self.client.reset()
+                await self.client.reset("the node's heartbeat failed")
             await asyncio.sleep(RENEW_INTERVAL)
 
     async def _status_lost(self) -> bool:
