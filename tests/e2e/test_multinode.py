@@ -10,8 +10,8 @@ namespace's loopback, so their images are pulled into their data dirs beforehand
 
 Checked with the real kubectl: the tutorial's pod-1 (nginx) on node A is reached by pod-2 on
 node B through its pod IP (host-gw routes between the hosts) and through a Service's name
-(node B's DNS and proxy rules); ``kubectl exec`` and ``kubectl logs`` go through each pod's own
-agent.  A host whose link is cut goes Unknown after the default 40 s; its pod that tolerates the
+(node B's DNS and proxy rules); ``kubectl exec``, ``logs`` and ``port-forward`` go through each
+pod's own agent.  A host whose link is cut goes Unknown after the default 40 s; its pod that tolerates the
 unreachable taint for 10 s shows STATUS ``Unknown`` within a minute, the others stay; when the
 link returns the node is Ready, the evicted pod is torn down and stays gone, and the pod that
 stayed is Ready again without a restart.  The servers run the node lifecycle controller with
@@ -37,6 +37,7 @@ import yaml
 
 from tests.e2e.cluster import EXAMPLES, REPO, TINYKUBE, Cluster, eventually, free_port, status_column, stop_process
 from tests.e2e.nodes import NO_UPSTREAM, containers, of_pod, remove_leftovers, wait_torn_down
+from tests.e2e.test_streams import Forward
 from tests.etcd import etcd_cluster, requires_etcd
 from tests.hoststate import HostSnapshot, host_lock
 from tests.registry import LocalRegistry, requires_registry
@@ -243,6 +244,11 @@ def test_pods_on_two_hosts_reach_each_other_and_a_cut_host_goes_unknown(multinod
     page = kubectl.kubectl("exec", "pod-2", "--", "wget", "-qO-", f"http://{ip1}").stdout
     assert "Welcome to nginx!" in page
     assert "GET / HTTP/1.1" in kubectl.kubectl("logs", "pod-1").stdout
+    forward = Forward(kubectl, "pod-1", 80, {})  # the API server on node A's agent, as logs and exec
+    try:
+        assert b"Welcome to nginx!" in forward.get()
+    finally:
+        forward.stop()
 
     kubectl.kubectl("create", "service", "clusterip", "frontend", "--tcp=80:80")  # selects app=frontend: pod-1
     by_name = ("exec", "pod-2", "--", "wget", "-qO-", "http://frontend")  # node B's DNS and proxy, to node A's pod
