@@ -78,12 +78,12 @@ class SharedWatch:
             if not self.handlers and self._task is not None:
                 self._task.cancel()
 
-    async def _deliver(self, kind: str, obj: dict[str, Any]) -> None:
-        """To every handler under the lock: a late joiner either was replayed ``obj`` (the loop has
-        recorded it) or is among ``handlers`` here, never both nor neither."""
+    async def _deliver(self, kind: str, obj: dict[str, Any], raw: bytes) -> None:
+        """To every handler under the lock, the first ``obj`` and the others copies from ``raw``: a
+        late joiner either was replayed ``obj`` (the loop has recorded it) or is among ``handlers``
+        here, never both nor neither."""
         async with self._lock:
             handlers = list(self.handlers)
-            raw = orjson.dumps(obj) if len(handlers) > 1 else b""  # before the first handler changes obj
             if handlers:
                 await handlers[0](kind, obj)
             for handler in handlers[1:]:

@@ -148,6 +148,7 @@ def _error(status: int, raw: bytes) -> ApiError:
 
 
 Handler = Callable[[str, dict[str, Any]], Awaitable[None]]
+RawHandler = Callable[[str, dict[str, Any], bytes], Awaitable[None]]  # also given the object's JSON
 
 
 class Follower(Protocol):
@@ -169,7 +170,9 @@ async def list_and_watch(client: Client, url: str, handler: Handler, params: dic
     if client.shared is not None:
         await client.shared.follow(url, handler, params)
     else:
-        await informer_loop(client, url, handler, params, retry_delay)
+        async def deliver(kind: str, obj: dict[str, Any], raw: bytes) -> None:
+            await handler(kind, obj)
+        await informer_loop(client, url, deliver, params, retry_delay)
 
 
 ObjectKey = tuple[str, str]  # (namespace, name)
@@ -181,11 +184,12 @@ def object_key(obj: dict[str, Any]) -> ObjectKey:
     return meta.get("namespace", ""), meta.get("name", "")
 
 
-async def informer_loop(client: Client, url: str, deliver: Handler, params: dict[str, str] | None = None,
+async def informer_loop(client: Client, url: str, deliver: RawHandler, params: dict[str, str] | None = None,
                         retry_delay: float = 1.0, known: Known | None = None) -> None:
     """:func:`list_and_watch`'s loop.  ``known`` holds what has been delivered, updated just after
     each delivery: a relist then delivers DELETED (with the last state seen) for every object that
-    went while the watch was down, as client-go's Replace does, so no handler keeps a ghost."""
+    went while the watch was down, as client-go's Replace does, so no handler keeps a ghost.
+    ``deliver`` also gets the JSON kept for the object, taken before any handler could change it."""
     known = {} if known is None else known
     while True:
         try:
@@ -200,7 +204,7 @@ async def informer_loop(client: Client, url: str, deliver: Handler, params: dict
                     version = obj["metadata"]["resourceVersion"]
                     if event["type"] != "BOOKMARK":
                         raw = orjson.dumps(obj)
-                        await deliver(event["type"], obj)
+                        await deliver(event["type"], obj, raw)
                         _remember(known, event["type"], object_key(obj), raw)
         except asyncio.CancelledError:
             raise
@@ -209,16 +213,16 @@ async def informer_loop(client: Client, url: str, deliver: Handler, params: dict
             await asyncio.sleep(retry_delay)
 
 
-async def _replace(known: Known, items: list[dict[str, Any]], deliver: Handler) -> None:
+async def _replace(known: Known, items: list[dict[str, Any]], deliver: RawHandler) -> None:
     """Deliver a list: every item as ADDED, then DELETED for what ``known`` has and the list lacks."""
     gone = dict(known)
     for obj in items:
         key, raw = object_key(obj), orjson.dumps(obj)
         gone.pop(key, None)
-        await deliver("ADDED", obj)
+        await deliver("ADDED", obj, raw)
         known[key] = raw
     for key, raw in gone.items():
-        await deliver("DELETED", orjson.loads(raw))
+        await deliver("DELETED", orjson.loads(raw), raw)
         known.pop(key, None)
 
 
