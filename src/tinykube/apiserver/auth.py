@@ -1,7 +1,8 @@
 """Authentication: who is calling, from a verified client certificate or a bearer token.
 
 Client certificates signed by the cluster CA name the user (CN) and groups (O), as
-kube-apiserver reads them.  Bearer tokens are looked up in a table built at start (the node join
+kube-apiserver reads them; like its x509 authenticator, each request checks that the certificate
+is still valid (TLS only checked it when the connection was made, maybe long before).  Bearer tokens are looked up in a table built at start (the node join
 token from the data dir and the loopback token the in-process controllers use), then tried as
 service-account JWTs.  What the caller may then do is ``authz``'s decision;
 unauthenticated requests get 401 except on the health endpoints.
@@ -9,10 +10,12 @@ unauthenticated requests get 401 except on the health endpoints.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import os
 import secrets
+import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -47,7 +50,7 @@ class Authenticator:
         tokens and the first success wins; a token that matches nothing fails the request even on
         the open paths (anonymous access only applies when no credential was offered).
         """
-        user = _from_certificate(request) or await self._from_token(request)
+        user = _from_certificate(request, time.time()) or await self._from_token(request)
         if user is None and request.path not in OPEN_PATHS and not request.path.startswith(("/healthz/", "/livez/", "/readyz/")):
             raise unauthorized()
         return user
@@ -74,10 +77,14 @@ class Authenticator:
         return User(info.username, info.groups)
 
 
-def _from_certificate(request: web.Request) -> User | None:
+def _from_certificate(request: web.Request, now: float) -> User | None:
+    """The certificate's user, None without one or once it has expired (then tokens are tried)."""
     transport = request.transport
     cert = transport.get_extra_info("peercert") if transport else None
     if not cert:
+        return None
+    if _not_after(cert.get("notAfter", "")) <= now:
+        log.debug("client certificate of %s expired at %s", cert.get("subject"), cert.get("notAfter"))
         return None
     name, groups = "", []
     for rdn in cert.get("subject", ()):
@@ -87,6 +94,12 @@ def _from_certificate(request: web.Request) -> User | None:
             elif key == "organizationName":
                 groups.append(value)
     return User(name, tuple(groups)) if name else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _not_after(text: str) -> float:
+    """A certificate's end as the ssl module prints it, in epoch seconds (parsed once per certificate)."""
+    return ssl.cert_time_to_seconds(text) if text else 0.0
 
 
 def load_or_create_token(path: str, ca_pem: bytes) -> str:
