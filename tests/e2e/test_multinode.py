@@ -14,7 +14,8 @@ node B through its pod IP (host-gw routes between the hosts) and through a Servi
 pod's own agent.  A host whose link is cut goes Unknown after the default 40 s; its pod that tolerates the
 unreachable taint for 10 s shows STATUS ``Unknown`` within a minute, the others stay; when the
 link returns the node is Ready, the evicted pod is torn down and stays gone, and the pod that
-stayed is Ready again without a restart.  The servers run the node lifecycle controller with
+stayed is Ready again without a restart.  ``kubectl drain`` then empties node B through the
+Eviction API.  The servers run the node lifecycle controller with
 its defaults, as a user's would.  Teardown removes pods,
 agents (by PID), leftovers, namespaces, veths, the bridge and the cgroup roots, also after a
 failure.
@@ -256,6 +257,7 @@ def test_pods_on_two_hosts_reach_each_other_and_a_cut_host_goes_unknown(multinod
                "the Service by name from the other node")
 
     cut_link_and_restore(kubectl, a, b)
+    drain(kubectl, b)
 
 
 def evictable(node: str) -> dict[str, object]:
@@ -292,6 +294,21 @@ def cut_link_and_restore(kubectl: Cluster, a: Host, b: Host) -> None:
     time.sleep(2)
     names = kubectl.kubectl("get", "pods", "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
     assert names == ["pod-1", "pod-2"]  # nothing owns the evicted pod: it does not come back
+
+
+def drain(kubectl: Cluster, b: Host) -> None:
+    """``kubectl drain`` cordons node B and evicts pod-2 through the Eviction API; its node ends it."""
+    uid = get_pod(kubectl, "pod-2")["metadata"]["uid"]
+    done = kubectl.kubectl("drain", b.node_name, "--force", "--grace-period=1", "--timeout=60s")
+    out = done.stdout + done.stderr
+    for line in (f"node/{b.node_name} cordoned", "evicting pod default/pod-2", "pod/pod-2 evicted",
+                 f"node/{b.node_name} drained"):
+        assert line in out, out
+    assert not get_pod(kubectl, "pod-2", check=False)
+    eventually(lambda: not of_pod(containers(b.run_dir), uid), "pod-2's containers torn down", 30)
+    node = json.loads(kubectl.kubectl("get", "node", b.node_name, "-o", "json").stdout)
+    assert node["spec"]["unschedulable"] is True
+    kubectl.kubectl("uncordon", b.node_name)
 
 
 def get_pod(kubectl: Cluster, name: str, check: bool = True) -> dict[str, Any]:

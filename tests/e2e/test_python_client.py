@@ -57,3 +57,33 @@ def test_configmap_lifecycle_and_watch(core: client.CoreV1Api, ns: str) -> None:
     core.delete_namespaced_config_map("py-cm", ns)
     thread.join(timeout=10)
     assert ("ADDED", "py-cm") in seen and ("MODIFIED", "py-cm") in seen and ("DELETED", "py-cm") in seen
+
+
+def test_eviction(core: client.CoreV1Api, ns: str) -> None:
+    """pods/eviction as kubectl drain uses it: refused when malformed or preconditions fail; else the
+    pod is marked DisruptionTarget and deleted gracefully (its node, which does not exist here, would end it)."""
+    bound = _pod("evictee")
+    bound.spec.node_name = "absent-node"
+    uid = core.create_namespaced_pod(ns, bound).metadata.uid
+
+    def evict(name: str, **options: object) -> None:
+        body = client.V1Eviction(metadata=client.V1ObjectMeta(name=name, namespace=ns),
+                                 delete_options=client.V1DeleteOptions(**options) if options else None)
+        core.create_namespaced_pod_eviction("evictee", ns, body)
+
+    for name, options, status, text in (
+            ("other", {}, 400, "name in URL does not match name in Eviction object"),
+            ("evictee", {"preconditions": client.V1Preconditions(uid="not-its-uid")}, 409, "Precondition failed: UID")):
+        with pytest.raises(client.ApiException) as err:
+            evict(name, **options)
+        assert err.value.status == status and text in err.value.body
+    assert not core.read_namespaced_pod("evictee", ns).metadata.deletion_timestamp
+    evict("evictee", preconditions=client.V1Preconditions(uid=uid))
+    pod = core.read_namespaced_pod("evictee", ns)
+    assert pod.metadata.deletion_timestamp and pod.metadata.deletion_grace_period_seconds == 30
+    target = next(c for c in pod.status.conditions if c.type == "DisruptionTarget")
+    assert (target.status, target.reason, target.message) == ("True", "EvictionByEvictionAPI", "Eviction API: evicting")
+    core.delete_namespaced_pod("evictee", ns, grace_period_seconds=0)
+    with pytest.raises(client.ApiException) as err:
+        evict("evictee")
+    assert err.value.status == 404

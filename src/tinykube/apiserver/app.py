@@ -156,6 +156,8 @@ async def dispatch(request: web.Request, info: RequestInfo) -> web.StreamRespons
     method = request.method
     if info.subresource == "binding" and method == "POST":
         return await rest.bind(request, storage, info)
+    if info.subresource == "eviction" and method == "POST":
+        return await rest.evict(request, storage, info)
     if info.subresource == "token" and method == "POST":
         return await tokenrequest.create(request, storage, request.app[TOKENS], info)
     if info.subresource == "log" and method == "GET":

@@ -20,10 +20,12 @@ from tinykube.apiserver import strategy
 from tinykube.apiserver.listing import Filter, Page, list_page
 from tinykube.apiserver.requests import (RequestInfo, check_kind, json_response, media_type, object_response,
                                          parse, query_flag, query_int, read_body, read_object, wants_table)
-from tinykube.apiserver.storage import Storage, WriteOptions, delete_options, now_rfc3339
+from tinykube.apiserver.storage import Storage, WriteOptions, check_preconditions, delete_options, now_rfc3339
 
 _PATCH_RETRIES = 5  # unconditional patches re-read and retry on a conflict, as the apiserver does
 _FIELD_VALIDATION = ("Strict", "Warn", "Ignore")
+_SUCCESS = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
+_EVICTION_VERSIONS = ("policy/v1", "policy/v1beta1")
 
 
 def write_options(request: web.Request, info: RequestInfo) -> WriteOptions:
@@ -215,13 +217,51 @@ async def bind(request: web.Request, storage: Storage, info: RequestInfo) -> web
         except ApiError as e:
             if e.code != 409 or attempt == _PATCH_RETRIES - 1:
                 raise
-    return object_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201)
+    return object_response(_SUCCESS, 201)
 
 
-def _set_condition(pod: dict[str, Any], kind: str, status: str) -> None:
+async def evict(request: web.Request, storage: Storage, info: RequestInfo) -> web.Response:
+    """POST pods/NAME/eviction (the Eviction API kubectl drain uses): the pod is marked
+    DisruptionTarget=True (EvictionByEvictionAPI) and deleted with the Eviction's deleteOptions.
+    No PodDisruptionBudgets are served, so no eviction is refused for one (eviction.go otherwise)."""
+    eviction = await read_object(request)
+    if eviction.get("apiVersion", "policy/v1") not in _EVICTION_VERSIONS or eviction.get("kind", "Eviction") != "Eviction":
+        raise bad_request(f"not a Eviction object: {eviction.get('apiVersion')}, Kind={eviction.get('kind')}")
+    if (eviction.get("metadata") or {}).get("name") != info.name:
+        raise bad_request("name in URL does not match name in Eviction object")
+    options = dict(eviction.get("deleteOptions") or {})
+    dry_run = bool(request.query.getall("dryRun", [])) or bool(options.get("dryRun"))
+    if not dry_run:
+        options = await _mark_disruption_target(storage, info, options)
+    await storage.delete(info.rt, info.namespace, info.name, options, dry_run)
+    return object_response(_SUCCESS, 201)
+
+
+async def _mark_disruption_target(storage: Storage, info: RequestInfo, options: dict[str, Any]) -> dict[str, Any]:
+    """addConditionAndDeletePod's status update, under the Eviction's preconditions; the options to
+    delete with (a resourceVersion precondition moves to the version this update wrote)."""
+    for attempt in range(_PATCH_RETRIES):
+        old, revision = await storage.get(info.rt, info.namespace, info.name)
+        check_preconditions(info.rt, old, revision, options.get("preconditions") or {})
+        new = copy.deepcopy(old)
+        _set_condition(new, "DisruptionTarget", "True", "EvictionByEvictionAPI", "Eviction API: evicting")
+        try:
+            written = await storage.replace(info.rt, new, revision)
+            break
+        except ApiError as e:
+            if e.code != 409 or attempt == _PATCH_RETRIES - 1:
+                raise
+    if (options.get("preconditions") or {}).get("resourceVersion"):
+        options = {**options, "preconditions": {**options["preconditions"],
+                                                "resourceVersion": written["metadata"]["resourceVersion"]}}
+    return options
+
+
+def _set_condition(pod: dict[str, Any], kind: str, status: str, reason: str = "", message: str = "") -> None:
     """Replace a pod condition whole (podutil.UpdatePodCondition), keeping its transition time if unchanged."""
     conditions = pod.setdefault("status", {}).setdefault("conditions", [])
-    fresh = {"type": kind, "status": status, "lastProbeTime": None, "lastTransitionTime": now_rfc3339()}
+    fresh = {"type": kind, "status": status, "lastProbeTime": None, "lastTransitionTime": now_rfc3339(),
+             **({"reason": reason, "message": message} if reason else {})}
     for index, cond in enumerate(conditions):
         if cond["type"] == kind:
             if cond.get("status") == status:

@@ -186,7 +186,7 @@ class Storage:
                      dry_run: bool = False) -> dict[str, Any]:
         """Delete now, or mark for deletion (finalizers, graceful pods, namespaces)."""
         obj, revision = await self.get(rt, namespace, name)
-        _check_preconditions(rt, obj, revision, options.get("preconditions") or {})
+        check_preconditions(rt, obj, revision, options.get("preconditions") or {})
         grace = _grace_period(rt, obj, options)
         pending = _blocking_finalizers(rt, obj)
         if dry_run:
@@ -268,7 +268,7 @@ def _grace_period(rt: ResourceType, obj: dict[str, Any], options: dict[str, Any]
     return max(int(grace), 0)
 
 
-def _check_preconditions(rt: ResourceType, obj: dict[str, Any], revision: int, pre: dict[str, Any]) -> None:
+def check_preconditions(rt: ResourceType, obj: dict[str, Any], revision: int, pre: dict[str, Any]) -> None:
     name = obj["metadata"]["name"]
     if pre.get("uid") and pre["uid"] != obj["metadata"]["uid"]:
         raise conflict(rt.resource, name, f"Precondition failed: UID in precondition: {pre['uid']}, "
