@@ -181,3 +181,14 @@ def test_unregistered_kind_is_bad_request() -> None:
         protobuf.decode(envelope("Widget", b""))
     assert err.value.code == 400
     assert err.value.message.startswith('no kind "Widget" is registered for version "v1"')
+
+
+def test_kubectl_drains_eviction_and_its_delete_options() -> None:
+    options = num(1, 1) + lb(2, lb(1, "uid-1")) + lb(5, "All")
+    body = envelope("Eviction", meta("pod-2") + lb(2, options), "policy/v1")
+    assert protobuf.decode(body) == {
+        "kind": "Eviction", "apiVersion": "policy/v1", "metadata": {"name": "pod-2"},
+        "deleteOptions": {"gracePeriodSeconds": 1, "preconditions": {"uid": "uid-1"}, "dryRun": ["All"]}}
+    delete = protobuf.decode(envelope("DeleteOptions", num(1, 0) + lb(4, "Background")))
+    assert delete == {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0,
+                      "propagationPolicy": "Background"}

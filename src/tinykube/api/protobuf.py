@@ -1,7 +1,8 @@
 """Decode the Kubernetes protobuf request bodies that kubectl's typed client sends into JSON dicts.
 
 ``kubectl create configmap|secret generic|namespace|serviceaccount|service clusterip|quota`` POST
-``application/vnd.kubernetes.protobuf`` and never fall back to JSON (kubectl-api-contract.md
+``application/vnd.kubernetes.protobuf`` (``kubectl drain`` its Evictions and DeleteOptions) and
+never fall back to JSON (kubectl-api-contract.md
 section 9), so the server must read them.  A body is the magic ``k8s\\0`` followed by a
 ``runtime.Unknown`` message whose ``raw`` field holds the object message.
 
@@ -56,6 +57,11 @@ _MESSAGES: dict[str, tuple[tuple[int, str, str], ...]] = {
                            (3, "apiVersion,omitempty", "string"), (4, "time,omitempty", "*Time"),
                            (6, "fieldsType,omitempty", "string"), (7, "fieldsV1,omitempty", "*FieldsV1"),
                            (8, "subresource,omitempty", "string")),
+    "DeleteOptions": ((1, "gracePeriodSeconds,omitempty", "*int64"), (2, "preconditions,omitempty", "*Preconditions"),
+                      (3, "orphanDependents,omitempty", "*bool"), (4, "propagationPolicy,omitempty", "*string"),
+                      (5, "dryRun,omitempty", "[]string"),
+                      (6, "ignoreStoreReadErrorWithClusterBreakingPotential,omitempty", "*bool")),
+    "Preconditions": ((1, "uid,omitempty", "*string"), (2, "resourceVersion,omitempty", "*string")),
     "Condition": ((1, "type", "string"), (2, "status", "string"), (3, "observedGeneration,omitempty", "int64"),
                   (4, "lastTransitionTime", "Time"), (5, "reason", "string"), (6, "message", "string")),
     # k8s.io/api/core/v1
@@ -113,6 +119,8 @@ _MESSAGES: dict[str, tuple[tuple[int, str, str], ...]] = {
     "ScopedResourceSelectorRequirement": ((1, "scopeName", "string"), (2, "operator", "string"),
                                           (3, "values,omitempty", "[]string")),
     "ResourceQuotaStatus": ((1, "hard,omitempty", "map[string]Quantity"), (2, "used,omitempty", "map[string]Quantity")),
+    # k8s.io/api/policy/v1 (``kubectl drain``)
+    "Eviction": ((1, "metadata,omitempty", "ObjectMeta"), (2, "deleteOptions,omitempty", "*DeleteOptions")),
     # k8s.io/api/authentication/v1 (``kubectl create token``)
     "TokenRequest": ((1, "metadata,omitempty", "ObjectMeta"), (2, "spec", "TokenRequestSpec"),
                      (3, "status,omitempty", "TokenRequestStatus")),
@@ -127,6 +135,8 @@ _MESSAGES: dict[str, tuple[tuple[int, str, str], ...]] = {
 _KINDS = {("v1", kind): kind for kind in ("ConfigMap", "Secret", "Namespace", "ServiceAccount", "Service",
                                           "ResourceQuota")}
 _KINDS[("authentication.k8s.io/v1", "TokenRequest")] = "TokenRequest"
+_KINDS.update({(version, "Eviction"): "Eviction" for version in ("policy/v1", "policy/v1beta1")})
+_VERSIONLESS = {"DeleteOptions"}  # registered in every group version (a typed client's DELETE body)
 
 
 def decode(body: bytes) -> dict[str, Any]:
@@ -140,7 +150,7 @@ def decode(body: bytes) -> dict[str, Any]:
     api_version, kind = type_meta.get("apiVersion", ""), type_meta.get("kind", "")
     if not kind:
         raise bad_request(f"Object 'Kind' is missing in '{orjson.dumps(type_meta).decode()}'")
-    message = _KINDS.get((api_version, kind))
+    message = kind if kind in _VERSIONLESS else _KINDS.get((api_version, kind))
     if message is None:
         raise _unsupported(api_version, kind)
     return {"kind": kind, "apiVersion": api_version, **_message(message, envelope["raw"])}

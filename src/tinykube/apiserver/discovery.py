@@ -126,7 +126,8 @@ def resource_list(group_version: str) -> bytes | None:
         resources.append(entry)
         for name, kind in rt.subresources.items():
             resources.append({"name": f"{rt.resource}/{name}", "singularName": "", "namespaced": rt.namespaced,
-                              "kind": kind, "verbs": _SUB_VERBS.get(name, ["get", "patch", "update"])})
+                              **(_POLICY_EVICTION if name == "eviction" else {"kind": kind}),
+                              "verbs": _SUB_VERBS.get(name, ["get", "patch", "update"])})
     body: dict[str, Any] = {"kind": "APIResourceList", "groupVersion": group_version, "resources": resources}
     if "/" in group_version:
         body["apiVersion"] = "v1"
