@@ -92,6 +92,8 @@ class HostSnapshot:
             subprocess.run(["ip", "addr", "del", f"{CLUSTER_DNS}/32", "dev", "lo"], check=False)
         for route in cluster_routes() - self.had_routes:  # the agent's safety routes outlive its stop
             subprocess.run(["ip", "route", "del", *route.split()], check=False)
+        for route in self.had_routes - cluster_routes():  # the proxy replaced the service CIDR's
+            subprocess.run(["ip", "route", "replace", *route.split()], check=False)
         ROUTE_LOCALNET.write_text(self.localnet)
         for path in qos_parents() - self.had_qos:
             for d in (path / "burstable", path / "besteffort", path):
