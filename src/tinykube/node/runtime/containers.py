@@ -26,6 +26,7 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -268,21 +269,25 @@ class Runtime:
         Path(spec.log_path).parent.mkdir(parents=True, exist_ok=True)
         (bundle / "persist").mkdir()
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        args = self._conmon_args(spec, bundle)
+        env = {"PATH": os.environ.get("PATH", HOST_PATH), "_OCI_SYNCPIPE": str(write_fd)}
+
+        def spawn() -> None:
+            """In a thread, with vfork (see proc.py): uvloop's fork of the whole agent would stall the
+            loop for milliseconds.  The first conmon process exits once it has forked the monitor."""
+            with open(bundle / "conmon.log", "wb") as out:
+                subprocess.run(args, cwd=bundle, pass_fds=(write_fd,), stdout=out, stderr=out,
+                               stdin=subprocess.DEVNULL, start_new_session=True, env=env, check=False)
+
         with os.fdopen(read_fd, "rb", 0) as sync:
             try:
-                with open(bundle / "conmon.log", "wb") as out:
-                    proc = await asyncio.create_subprocess_exec(
-                        *self._conmon_args(spec, bundle), cwd=bundle, pass_fds=(write_fd,), stdout=out, stderr=out,
-                        stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
-                        env={"PATH": os.environ.get("PATH", HOST_PATH), "_OCI_SYNCPIPE": str(write_fd)})
+                await asyncio.to_thread(spawn)
             finally:
                 os.close(write_fd)  # else EOF never comes if conmon dies early
             try:
                 line = await asyncio.wait_for(_read_line(sync), SYNC_TIMEOUT)
             except TimeoutError:
                 raise ContainerError(f"conmon reported nothing within {SYNC_TIMEOUT:.0f} s") from None
-            finally:
-                await proc.wait()  # the first conmon process exits once it has forked the monitor
         if not line:
             raise ContainerError(f"conmon failed: {(bundle / 'conmon.log').read_text(errors='replace').strip()}")
         reply = orjson.loads(line)
@@ -458,10 +463,20 @@ def _swap_accounting() -> bool:
 
 
 async def _read_line(pipe: BinaryIO) -> bytes:
-    """One line from a pipe without blocking the loop; b"" when the writer closed it first."""
+    """One line from a pipe without blocking the loop; b"" when the writer closed it first.
+
+    The transport reads a duplicate of the descriptor and owns it: uvloop closes a transport's
+    descriptor by number a loop turn after ``close()``, so had it shared ``pipe``'s, the caller's
+    own close would free the number first and uvloop would then close whatever socket reused it
+    (seen as API watch streams cut mid-chunk under load)."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
-    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    own = os.fdopen(os.dup(pipe.fileno()), "rb", 0)
+    try:
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), own)
+    except BaseException:
+        own.close()
+        raise
     try:
         return await reader.readline()
     finally:
