@@ -325,11 +325,13 @@ class Launcher:
         """Stop containers (in parallel, grace then SIGKILL), remove them, the sandbox and the cgroup."""
         await asyncio.gather(*(self.runtime.stop(i, grace) for i in runtime_ids), return_exceptions=True)
         await asyncio.gather(*(self.runtime.remove(i) for i in runtime_ids), return_exceptions=True)
-        await self.sandboxes.remove(uid)
-        self._sandbox_ips.pop(uid, None)
-        for log_dir in Path(LOG_ROOT).glob(f"*_{uid}"):  # the kubelet removes a pod's logs with the pod
-            await asyncio.to_thread(shutil.rmtree, log_dir, True)
-        await asyncio.to_thread(cgroups.remove_pod_cgroup, uid)
+        try:
+            await self.sandboxes.remove(uid)
+            self._sandbox_ips.pop(uid, None)
+            for log_dir in Path(LOG_ROOT).glob(f"*_{uid}"):  # the kubelet removes a pod's logs with the pod
+                await asyncio.to_thread(shutil.rmtree, log_dir, True)
+        finally:  # a sandbox that fails to go must not also leave the pod's cgroup behind
+            await asyncio.to_thread(cgroups.remove_pod_cgroup, uid)
         for key in [k for k in self._pull_backoff if k[0] == uid]:
             del self._pull_backoff[key]
 
